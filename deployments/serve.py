@@ -1,0 +1,124 @@
+"""Serve every deployment of prefect.yaml, with the same triggers, from this process.
+
+    python -m deployments.serve [--only review-issue] [--poll 0.25]
+
+prefect.yaml is the single source of truth: deployments, descriptions, tags, parameters,
+concurrency limits and triggers are read from it, so the local stack runs exactly the automations
+that `prefect deploy --all` creates.
+
+Start-up latency: Prefect's runner starts each run in a fresh `spawn` interpreter, which imports
+Prefect again (about 2 s here) before the flow's first line. We keep Prefect's runner and swap only
+the process start method for a `forkserver` whose server process has the flow modules preloaded,
+so a run's process is a fork of a warm interpreter. `--no-preload` turns that off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("modelops.serve")
+
+
+def read_project(path: Path = ROOT / "prefect.yaml") -> dict[str, Any]:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def entrypoint_module(entrypoint: str) -> tuple[str, str]:
+    """`flows/review_issue.py:review_issue` -> ("flows.review_issue", "review_issue")."""
+    file_part, _, func = entrypoint.partition(":")
+    if not func or not file_part.endswith(".py"):
+        raise ValueError(f"entrypoint {entrypoint!r} must look like 'path/module.py:function'")
+    return file_part[:-3].replace("/", "."), func
+
+
+def build_deployments(spec: dict[str, Any], only: list[str] | None = None) -> list[Any]:
+    from pydantic import TypeAdapter
+
+    from prefect.events import DeploymentTriggerTypes
+
+    adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
+    known = [d["name"] for d in spec.get("deployments", [])]
+    unknown = sorted(set(only or []) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown deployment(s) {', '.join(unknown)}; prefect.yaml has {', '.join(known)}")
+    deployments = []
+    for d in spec.get("deployments", []):
+        if only and d["name"] not in only:
+            continue
+        module_name, func = entrypoint_module(d["entrypoint"])
+        flow = getattr(importlib.import_module(module_name), func)
+        triggers = [adapter.validate_python(t) for t in d.get("triggers") or []]
+        deployments.append(
+            flow.to_deployment(
+                name=d["name"],
+                description=d.get("description"),
+                tags=d.get("tags"),
+                parameters=d.get("parameters") or {},
+                triggers=triggers,
+                concurrency_limit=d.get("concurrency_limit"),
+                schedules=None,
+            )
+        )
+    return deployments
+
+
+def use_forkserver(preload: list[str]) -> None:
+    """Start flow-run processes by forking a warm interpreter instead of spawning a cold one."""
+    import prefect.flow_engine as engine
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(preload)
+
+    class _Multiprocessing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(multiprocessing, name)
+
+        @staticmethod
+        def get_context(method: str | None = None) -> Any:
+            return ctx if method == "spawn" else multiprocessing.get_context(method)
+
+    engine.multiprocessing = _Multiprocessing()  # type: ignore[assignment]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", help="serve only this deployment (repeatable)")
+    p.add_argument("--poll", type=float, default=float(os.environ.get("MODELOPS_POLL_SECONDS", "0.25")),
+                   help="seconds between checks for new runs (default 0.25; Prefect's default is 10)")
+    p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+    p.add_argument("--no-preload", action="store_true", help="start runs as Prefect does (spawn)")
+    p.add_argument("--project-file", default=str(ROOT / "prefect.yaml"))
+    args = p.parse_args(argv)
+    if args.poll <= 0:
+        raise SystemExit("--poll must be > 0 seconds")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.chdir(ROOT)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+    spec = read_project(Path(args.project_file))
+    modules = sorted({entrypoint_module(d["entrypoint"])[0] for d in spec.get("deployments", [])
+                      if not args.only or d["name"] in args.only})
+    if not args.no_preload:
+        use_forkserver(["prefect.flow_engine", *modules])
+
+    from prefect import serve
+
+    deployments = build_deployments(spec, args.only)
+    serve(*deployments, limit=args.limit, query_seconds=args.poll, print_starting_message=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per flow; pure decision code lives in modules of its own (no Prefect import)."""
