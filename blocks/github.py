@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, field_validator
 
 if TYPE_CHECKING:
     from github import Github
+    from github.GithubException import GithubException
     from github.Repository import Repository
 
 __all__ = [
@@ -91,7 +92,7 @@ class GitHubRepository(Block):
     _block_type_slug: ClassVar[str] = "github-repository"
     _description: ClassVar[str] = "A GitHub repository and a token to open and find issues in it."
 
-    token: SecretStr = Field(description="Token with Issues read/write access to the repository.")
+    token: SecretStr = Field(min_length=1, description="Token with Issues read/write access to the repository.")
     repository: str = Field(description="Repository as 'owner/name'.", examples=["acme/models"])
     base_url: str = Field(
         default="https://api.github.com",
@@ -224,12 +225,17 @@ class GitHubRepository(Block):
             if exc.status == 404 and not_found:
                 raise GitHubConfigError(not_found, status=404) from exc
             raise self._classify(exc) from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.exceptions.SSLError as exc:
+            raise GitHubConfigError(
+                f"TLS (handshake or certificate check) failed for GitHub at {self.base_url}: check `base_url` (GITHUB_API_URL) "
+                "and the server's certificate"
+            ) from exc
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientGitHubError(
                 f"could not reach GitHub at {self.base_url}: {type(exc).__name__}"
             ) from exc
 
-    def _classify(self, exc: Any) -> TransientGitHubError | GitHubConfigError:
+    def _classify(self, exc: GithubException) -> TransientGitHubError | GitHubConfigError:
         status: int = exc.status
         headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
         message = _github_message(exc.data) or exc.message or ""

@@ -22,13 +22,14 @@ depend on either choice.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from jinja2 import ChainableUndefined, Environment, Undefined
+from jinja2 import ChainableUndefined, Environment, Template, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TEMPLATE_PATH = Path(__file__).with_name("cloud_webhook_template.json.j2")
@@ -75,6 +76,16 @@ def load_template() -> str:
     return TEMPLATE_PATH.read_text(encoding="utf-8")
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(environment: Environment) -> Template:
+    return environment.from_string(load_template())
+
+
+@functools.lru_cache(maxsize=1)
+def _default_environment() -> Environment:
+    return cloud_environment()
+
+
 def cloud_body(body: bytes, headers: Mapping[str, str] | None = None) -> Any:
     """The `body` template variable: Cloud's documented best-effort parsing of the request body."""
     media = CaseInsensitiveHeaders(headers).get("content-type", "").split(";", 1)[0].strip().lower()
@@ -107,8 +118,8 @@ def render_cloud_text(
     """The template's rendered text for one request (what Cloud then parses as JSON)."""
     if headers is None:
         headers = {"Content-Type": "application/json"}
-    env = environment or cloud_environment()
-    return env.from_string(load_template()).render(cloud_context(body, headers, method))
+    template = _compiled(environment or _default_environment())
+    return template.render(cloud_context(body, headers, method))
 
 
 def render_cloud_event(

@@ -42,7 +42,8 @@ def entrypoint_module(entrypoint: str) -> tuple[str, str]:
     return file_part[:-3].replace("/", "."), func
 
 
-def build_deployments(spec: dict[str, Any], only: list[str] | None = None) -> list[Any]:
+def deployment_specs(spec: dict[str, Any], only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The deployments of prefect.yaml as `to_deployment`/`add_flow` keyword arguments."""
     from pydantic import TypeAdapter
 
     from prefect.events import DeploymentTriggerTypes
@@ -52,25 +53,23 @@ def build_deployments(spec: dict[str, Any], only: list[str] | None = None) -> li
     unknown = sorted(set(only or []) - set(known))
     if unknown:
         raise SystemExit(f"unknown deployment(s) {', '.join(unknown)}; prefect.yaml has {', '.join(known)}")
-    deployments = []
+    out = []
     for d in spec.get("deployments", []):
         if only and d["name"] not in only:
             continue
         module_name, func = entrypoint_module(d["entrypoint"])
-        flow = getattr(importlib.import_module(module_name), func)
-        triggers = [adapter.validate_python(t) for t in d.get("triggers") or []]
-        deployments.append(
-            flow.to_deployment(
+        out.append(
+            dict(
+                flow=getattr(importlib.import_module(module_name), func),
                 name=d["name"],
                 description=d.get("description"),
                 tags=d.get("tags"),
                 parameters=d.get("parameters") or {},
-                triggers=triggers,
+                triggers=[adapter.validate_python(t) for t in d.get("triggers") or []],
                 concurrency_limit=d.get("concurrency_limit"),
-                schedules=None,
             )
         )
-    return deployments
+    return out
 
 
 def use_forkserver(preload: list[str]) -> None:
@@ -89,6 +88,10 @@ def use_forkserver(preload: list[str]) -> None:
             return ctx if method == "spawn" else multiprocessing.get_context(method)
 
     engine.multiprocessing = _Multiprocessing()  # type: ignore[assignment]
+    # start the server now, so the first run does not pay for the preload
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll", type=float, default=float(os.environ.get("MODELOPS_POLL_SECONDS", "0.25")),
                    help="seconds between checks for new runs (default 0.25; Prefect's default is 10)")
     p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
-    p.add_argument("--no-preload", action="store_true", help="start runs as Prefect does (spawn)")
+    p.add_argument("--plain", action="store_true",
+                   help="serve exactly as prefect.serve() does (cold `python -m prefect.engine` per run)")
     p.add_argument("--project-file", default=str(ROOT / "prefect.yaml"))
     args = p.parse_args(argv)
     if args.poll <= 0:
@@ -109,15 +113,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.insert(0, str(ROOT))
 
     spec = read_project(Path(args.project_file))
-    modules = sorted({entrypoint_module(d["entrypoint"])[0] for d in spec.get("deployments", [])
-                      if not args.only or d["name"] in args.only})
-    if not args.no_preload:
-        use_forkserver(["prefect.flow_engine", *modules])
+    specs = deployment_specs(spec, args.only)
+    if args.plain:
+        from prefect import serve
 
-    from prefect import serve
+        flows = [kw.pop("flow") for kw in specs]
+        serve(*(f.to_deployment(**kw) for f, kw in zip(flows, specs)), limit=args.limit, query_seconds=args.poll)
+        return
 
-    deployments = build_deployments(spec, args.only)
-    serve(*deployments, limit=args.limit, query_seconds=args.poll, print_starting_message=True)
+    # Runs of flows registered in memory (add_flow) start through multiprocessing, not a cold
+    # `python -m prefect.engine`; with the forkserver they fork from a warm, preloaded interpreter.
+    use_forkserver(["prefect.flow_engine", *sorted({kw["flow"].fn.__module__ for kw in specs})])
+
+    import asyncio
+
+    from prefect.runner import Runner
+
+    async def run() -> None:
+        runner = Runner(name="modelops-serve", limit=args.limit, query_seconds=args.poll, pause_on_shutdown=True)
+        for kw in specs:
+            await runner.aadd_flow(**kw)
+        names = ", ".join(f"{kw['flow'].name}/{kw['name']}" for kw in specs)
+        log.info("serving %s (poll %.2fs); runs start from a warm forkserver", names, args.poll)
+        await runner.start()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

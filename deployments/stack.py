@@ -119,7 +119,7 @@ class Stack:
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_ENABLED="true" if self.ui else "false",
             PREFECT_UI_ENABLED="true" if self.ui else "false",
-            PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL="1",
+            PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL=os.environ.get("MODELOPS_FLUSH", "1"),
             PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
             MODELOPS_HOME=str(self.home),
             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -73,7 +73,6 @@ def _artifact_key(promotion: Promotion) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")[:100]
 
 
-@task(name="publish-review-artifact", cache_policy=NO_CACHE)
 def publish_artifact(promotion: Promotion, issue: RenderedIssue, ref: IssueRef, backend_kind: str) -> None:
     header = (
         f"### Review issue [#{ref.number}]({ref.url}) for `{promotion.collection}:{promotion.version}`\n\n"

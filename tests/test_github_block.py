@@ -205,6 +205,14 @@ def test_a_timeout_is_transient(fake):
         block.find_issue(MARKER)
 
 
+def test_a_tls_failure_is_a_configuration_error(fake):
+    # https:// against the plain-HTTP fake: the handshake fails the same way on every retry.
+    block = GitHubRepository(token=TOKEN, repository=REPO, base_url=fake.base_url.replace("http://", "https://"))
+
+    with pytest.raises(GitHubConfigError, match="TLS .* failed for GitHub"):
+        block.find_issue(MARKER)
+
+
 # -- configuration errors ---------------------------------------------------------------------------
 
 
@@ -336,6 +344,16 @@ def test_repository_must_be_owner_slash_name(repository):
 def test_base_url_must_be_http_or_https(base_url):
     with pytest.raises(ValidationError, match="base_url"):
         GitHubRepository(token=TOKEN, repository=REPO, base_url=base_url)
+
+
+def test_the_token_must_not_be_empty():
+    with pytest.raises(ValidationError, match="token"):
+        GitHubRepository(token="", repository=REPO)
+
+
+def test_the_block_type_is_registered_under_its_slug():
+    assert GitHubRepository.get_block_type_slug() == "github-repository"
+    assert GitHubRepository.get_block_type_name() == "GitHub Repository"
 
 
 def test_plain_http_base_url_is_allowed():

@@ -1,0 +1,123 @@
+"""Latency from a W&B delivery to the flow's first line of code.
+
+    .venv/bin/python bench/latency.py [--n 20] [--interval 1.0]
+
+Starts one Prefect server (SQLite) and the receiver, then measures two ways of running the
+`review-issue` deployment against it, in the same run:
+
+  ours      python -m deployments.serve (runner poll 0.25 s, runs forked from a warm forkserver)
+  baseline  the same deployments served the way Prefect does by default (poll 10 s, spawn)
+
+For each: N signed deliveries one second apart (distinct artifact versions); the latency of one is
+the time from the POST to the timestamp of the flow's first log line ("review-issue for ...").
+Goal: ours p50 <= 1.5 s and p95 <= 2.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deployments.stack import Stack  # noqa: E402
+from deployments.wandb_events import artifact_body, delivery_headers  # noqa: E402
+
+FIRST_LINE = "review-issue for "
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def first_line_times(api: str, flow_run_ids: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for version, run_id in flow_run_ids.items():
+        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+                                                      "sort": "TIMESTAMP_ASC", "limit": 200}).json()
+        for entry in logs:
+            if entry["message"].startswith(FIRST_LINE):
+                out[version] = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+                break
+    return out
+
+
+def run_series(stack: Stack, label: str, n: int, interval: float, timeout: float) -> list[float]:
+    posted: dict[str, float] = {}
+    for i in range(n):
+        version = f"v{i + 1}"
+        body = json.dumps(artifact_body("ADD_ARTIFACT_ALIAS", "bench", "wandb-registry-model", f"lat-{label}",
+                                        version, alias="production", author="bench")).encode()
+        t0 = time.time()
+        r = httpx.post(stack.hook_url, content=body, headers=delivery_headers(body, secret=stack.webhook_secret))
+        if r.status_code != 202:
+            raise SystemExit(f"delivery refused: {r.status_code} {r.text}")
+        posted[version] = t0
+        time.sleep(max(0.0, interval - (time.time() - t0)))
+    deadline = time.time() + timeout
+    runs: dict[str, str] = {}
+    firsts: dict[str, float] = {}
+    while time.time() < deadline:
+        flow_runs = httpx.post(f"{stack.api_url}/flow_runs/filter", json={"limit": 200}).json()
+        for fr in flow_runs:
+            if fr["parameters"].get("collection") == f"lat-{label}":
+                runs[fr["parameters"]["version"]] = fr["id"]
+        firsts = first_line_times(stack.api_url, runs)
+        if len(firsts) == n:
+            break
+        time.sleep(1)
+    missing = sorted(set(posted) - set(firsts))
+    if missing:
+        print(f"  {label}: no first line within {timeout:.0f}s for {missing}")
+    return [firsts[v] - posted[v] for v in posted if v in firsts]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--interval", type=float, default=1.0)
+    args = p.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="modelops-bench-"))
+    stack = Stack(home)
+    results: dict[str, list[float]] = {}
+    try:
+        print(f"starting Prefect server and receiver in {home} ...", flush=True)
+        stack.start_prefect()
+        stack.start_receiver()
+        for label, serve_args, poll in (("ours", (), 0.25), ("baseline", ("--no-preload",), 10.0)):
+            stack.poll = poll
+            svc = stack.start_serve(*serve_args)
+            print(f"{label}: {args.n} deliveries, {args.interval:.1f}s apart ...", flush=True)
+            results[label] = run_series(stack, label, args.n, args.interval, timeout=60 + 2 * poll)
+            svc.stop()
+    finally:
+        stack.stop()
+
+    print()
+    print(f"{'stack':<10} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7}")
+    for label, values in results.items():
+        if values:
+            print(f"{label:<10} {len(values):>3} {statistics.median(values):>7.2f} "
+                  f"{percentile(values, 0.95):>7.2f} {max(values):>7.2f}")
+    ours = results.get("ours", [])
+    ok = len(ours) == args.n and statistics.median(ours) <= 1.5 and percentile(ours, 0.95) <= 2.5
+    if results.get("baseline") and ours:
+        print(f"\nspeed-up at p50: {statistics.median(results['baseline']) / statistics.median(ours):.1f}x "
+              f"over Prefect's default serve")
+    print(f"goal p50 <= 1.5 s, p95 <= 2.5 s: {'MET' if ok else 'NOT MET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
