@@ -1,0 +1,60 @@
+"""One Prefect server per test session, on a free port picked at run time.
+
+PREFECT_API_URL and PREFECT_HOME are set before any test module imports Prefect, so flows run in
+this process report to the session server. The server itself starts on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="modelops-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from deployments.stack import free_port
+
+    port = free_port()
+    os.environ["MODELOPS_TEST_PREFECT_PORT"] = str(port)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect-client")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.5"
+    os.environ["MODELOPS_HOME"] = str(_SESSION_HOME / "modelops")
+    for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL", "WANDB_WEBHOOK_SECRET",
+                 "WANDB_WEBHOOK_TOKEN", "MODELOPS_GITHUB_BLOCK"):
+        os.environ.pop(name, None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_stack() -> Iterator[Any]:
+    """The session's Prefect server (SQLite, or PostgreSQL when MODELOPS_TEST_DATABASE_URL is set)."""
+    from deployments.stack import Stack
+
+    stack = Stack(
+        _SESSION_HOME / "stack",
+        prefect_port=int(os.environ["MODELOPS_TEST_PREFECT_PORT"]),
+        database_url=os.environ.get("MODELOPS_TEST_DATABASE_URL") or None,
+    )
+    stack.start_prefect()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_stack: Any) -> str:
+    return prefect_stack.api_url
