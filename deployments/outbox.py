@@ -147,11 +147,17 @@ class Outbox:
                 self._db.execute("COMMIT")
                 return Stored(event_id, False)
             except (sqlite3.Error, OSError) as exc:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                self._rollback()
                 raise OutboxUnavailable(f"outbox {self.path} could not store the event: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def remember(self, body_sha256: str, event_id: str) -> None:
         """Record a delivery that bypassed the outbox (forwarded directly), best effort."""

@@ -141,8 +141,9 @@ def _decode_signature(value: str) -> bytes | None:
 def check_credentials(headers: Mapping[str, str], body: bytes, creds: Credentials) -> None:
     """Fail closed: every configured credential must be present and match (constant time).
 
-    `headers` keys must be lower case (as ASGI servers give them).
+    Header names are matched case-insensitively.
     """
+    headers = {k.lower(): v for k, v in headers.items()}
     if creds.token:
         auth = headers.get("authorization", "")
         scheme, _, supplied = auth.partition(" ")
@@ -299,7 +300,7 @@ def parse_body(body: bytes) -> WandbEvent:
 
 
 def check_content_type(headers: Mapping[str, str]) -> None:
-    ctype = headers.get("content-type", "")
+    ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
     media = ctype.split(";", 1)[0].strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         raise DeliveryError(
@@ -327,6 +328,7 @@ def parse_delivery(
 
     Credentials come first, so an unauthenticated caller learns nothing about the body rules.
     """
+    headers = {k.lower(): v for k, v in headers.items()}
     check_credentials(headers, body, creds)
     if len(body) > limit:
         raise DeliveryError(413, f"body of {len(body)} bytes is over the limit of {limit} bytes")

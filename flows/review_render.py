@@ -96,10 +96,10 @@ def issue_marker(promotion: Promotion) -> str:
 def _split_front_matter(text: str) -> tuple[str, str]:
     if not text.startswith("---"):
         raise TemplateProblem("the template must start with YAML front matter ('---' ... '---')")
-    match = re.match(r"^---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|$)(.*)$", text, re.S)
+    match = re.match(r"^---[ \t]*\r?\n(?:(.*?)\r?\n)?---[ \t]*(?:\r?\n|$)(.*)$", text, re.S)
     if not match:
         raise TemplateProblem("the template's front matter is not closed by a '---' line")
-    return match.group(1), match.group(2)
+    return match.group(1) or "", match.group(2)
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:
@@ -124,27 +124,41 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
-def render_issue(template_text: str, promotion: Promotion) -> RenderedIssue:
-    """Render the template for a promotion; errors name what is wrong in the template."""
+def _render(text: str, context: dict[str, Any], where: str) -> str:
     try:
-        rendered = _env.from_string(template_text).render(promotion.context())
+        return _env.from_string(text).render(context)
     except TemplateError as exc:
-        raise TemplateProblem(f"the issue template does not render: {exc}") from exc
-    front, body = _split_front_matter(rendered)
+        raise TemplateProblem(f"the issue template's {where} does not render: {exc}") from exc
+
+
+def render_issue(template_text: str, promotion: Promotion) -> RenderedIssue:
+    """Render the template for a promotion; errors name what is wrong in the template.
+
+    The front matter is parsed as YAML *before* any value is substituted, and each of its strings
+    is rendered on its own: values from the event (an alias, an author) can never change its shape.
+    """
+    front, body = _split_front_matter(template_text)
     try:
         meta = yaml.safe_load(front) or {}
     except yaml.YAMLError as exc:
-        raise TemplateProblem(f"the template's front matter is not valid YAML: {exc}") from exc
+        raise TemplateProblem(
+            f"the template's front matter is not valid YAML (quote values that start with '{{{{'): {exc}"
+        ) from exc
     if not isinstance(meta, dict):
         raise TemplateProblem("the template's front matter must be a mapping")
-    title = str(meta.get("title") or "").strip()
+    context = promotion.context()
+    title = _render(str(meta.get("title") or ""), context, "title").strip()
     if not title:
         raise TemplateProblem("the template's front matter has no 'title'")
+    labels = tuple(dict.fromkeys(x for x in (_render(n, context, "labels").strip()
+                                             for n in _names(meta.get("labels"), "labels")) if x))
+    assignees = tuple(dict.fromkeys(x for x in (_render(n, context, "assignees").strip()
+                                                for n in _names(meta.get("assignees"), "assignees")) if x))
     marker = issue_marker(promotion)
     return RenderedIssue(
-        title=title[:256],
-        body=body.strip() + "\n\n" + marker + "\n",
-        labels=_names(meta.get("labels"), "labels"),
-        assignees=_names(meta.get("assignees"), "assignees"),
+        title=" ".join(title.split())[:256],
+        body=_render(body, context, "body").strip() + "\n\n" + marker + "\n",
+        labels=labels,
+        assignees=assignees,
         marker=marker,
     )

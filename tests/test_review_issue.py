@@ -1,0 +1,163 @@
+"""The review-issue flow, run against the session's Prefect server and a local GitHub API server.
+
+Real PyGithub, real HTTP: the fake speaks the GitHub REST endpoints the block uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from blocks.github import GitHubConfigError, GitHubRepository
+from deployments.stack import ROOT
+from tests.fakes.github_api import FakeGitHub
+from tests.helpers import read_events, wait_until
+
+TOKEN = "ghp_reviewFlowTestToken_9f8e7d6c5b4a"
+REPO = "acme/models"
+
+
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> Iterator[FakeGitHub]:
+    with FakeGitHub(token=TOKEN, repositories=[REPO], users=["alice", "bob"]) as fake:
+        monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+        monkeypatch.setenv("GITHUB_API_URL", fake.base_url)
+        yield fake
+
+
+def run_flow(**kwargs: Any) -> Any:
+    from flows.review_issue import review_issue
+
+    params = dict(entity="acme", project="wandb-registry-model", collection="churn", alias="production",
+                  author="ana")
+    params.update(kwargs)
+    return review_issue(**params)
+
+
+def artifact(api: str, key: str) -> dict[str, Any] | None:
+    found = httpx.post(f"{api}/artifacts/latest/filter",
+                       json={"artifacts": {"key": {"any_": [key]}}}).json()
+    return found[0] if found else None
+
+
+def test_opens_issue_with_template_fields(github: FakeGitHub, prefect_api: str) -> None:
+    version = f"v{uuid.uuid4().int % 10_000}"
+    result = run_flow(version=version, metadata={"accuracy": 0.91})
+
+    assert result["created"] is True and result["backend"] == "github"
+    assert len(github.issues) == 1
+    issue = github.issues[0]
+    assert issue["title"] == f"Review model promotion: churn:{version} → production"
+    assert {label["name"] for label in issue["labels"]} == {"model-review", "production"}
+    assert "acme/wandb-registry-model/churn:" + version in issue["body"]
+    assert "| `accuracy` | `0.91` |" in issue["body"], "artifact metadata is rendered into the issue"
+    assert f"<!-- modelops:review-issue wandb.artifact.acme/wandb-registry-model/churn:{version} -->" in issue["body"]
+    assert result["issue_url"] == issue["html_url"]
+
+    art = artifact(prefect_api, f"review-churn-{version}")
+    assert art is not None and issue["html_url"] in art["data"], "the issue link is a markdown artifact"
+
+    resource = f"wandb.artifact.acme/wandb-registry-model/churn:{version}"
+    opened = wait_until(lambda: read_events(prefect_api, event="modelops.review.opened", resource_prefix=resource),
+                        30, message="modelops.review.opened")
+    assert opened[0]["payload"]["issue_url"] == issue["html_url"]
+    roles = {r.get("prefect.resource.role") for r in opened[0]["related"]}
+    assert "flow-run" in roles, "the event links the flow run that opened the issue"
+
+
+def test_same_event_twice_opens_one_issue(github: FakeGitHub) -> None:
+    first = run_flow(version="v7")
+    second = run_flow(version="v7", author="someone-else")
+    assert len(github.issues) == 1, "a rerun or duplicate event must find the existing issue"
+    assert first["created"] is True and second["created"] is False
+    assert second["issue_number"] == first["issue_number"]
+    # another version is another review
+    run_flow(version="v8")
+    assert len(github.issues) == 2
+
+
+def test_502_then_success_opens_one_issue(github: FakeGitHub) -> None:
+    # the create lands on GitHub, but the answer is a 502: the retry must find it, not open a second
+    github.fail_next("POST", "/issues", 502, land=True)
+    result = run_flow(version="v11")
+    assert len(github.issues) == 1
+    assert result["issue_number"] == github.issues[0]["number"]
+    posts = [r for r in github.requests if r[0] == "POST"]
+    assert len(posts) == 1, "PyGithub must not re-send the POST itself; our retry checks first"
+
+
+def test_502_not_landed_is_retried(github: FakeGitHub) -> None:
+    github.fail_next("POST", "/issues", 502)
+    result = run_flow(version="v12")
+    assert result["created"] is True and len(github.issues) == 1
+
+
+def test_401_fails_with_the_setting_to_fix(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_revoked_token_1234")
+    with pytest.raises(GitHubConfigError) as info:
+        run_flow(version="v13")
+    assert "GITHUB_TOKEN" in str(info.value)
+    assert "ghp_revoked_token_1234" not in str(info.value), "the token never appears in an error"
+    assert github.issues == []
+    gets = [r for r in github.requests if r[0] == "GET"]
+    assert len(gets) == 1, "a permanent error is not retried"
+
+
+def test_404_names_the_repository(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/nope")
+    with pytest.raises(GitHubConfigError, match="acme/nope"):
+        run_flow(version="v14")
+
+
+def test_saved_block_is_used(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL"):
+        monkeypatch.delenv(name)
+    GitHubRepository(token=TOKEN, repository=REPO, base_url=github.base_url).save("review-test", overwrite=True)
+    result = run_flow(version="v15", github_block="review-test")
+    assert result["backend"] == "github" and len(github.issues) == 1
+
+
+def test_without_github_writes_local_store_and_artifact(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path))
+    result = run_flow(version="v21")
+    assert result["backend"] == "local" and result["created"] is True
+    stored = list((tmp_path / "issues").glob("*.md"))
+    assert len(stored) == 1 and "churn:v21" in stored[0].read_text()
+    again = run_flow(version="v21")
+    assert again["created"] is False and len(list((tmp_path / "issues").glob("*.md"))) == 1
+    art = artifact(prefect_api, "review-churn-v21")
+    assert art is not None and "Review checklist" in art["data"], "the rendered issue is shown in the UI"
+
+
+def test_cli_runs_the_flow_ad_hoc(github: FakeGitHub) -> None:
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.review_issue", "--entity", "acme", "--collection", "churn",
+         "--version", "v31", "--author", "cli-user"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert out["created"] is True and len(github.issues) == 1
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_cli_reports_bad_token_and_exits_nonzero(github: FakeGitHub) -> None:
+    env = dict(os.environ, GITHUB_TOKEN="ghp_wrong_cli_token")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.review_issue", "--entity", "acme", "--collection", "churn", "--version", "v32"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "GITHUB_TOKEN" in proc.stderr and "ghp_wrong_cli_token" not in proc.stderr + proc.stdout

@@ -1,0 +1,78 @@
+"""prefect.yaml as the single source of the served deployments and their triggers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from deployments.serve import deployment_specs, entrypoint_module, read_project
+from deployments.wandb_events import artifact_body, parse_body
+
+
+def render_trigger_parameters(parameters: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Render trigger parameters with Prefect's own RunDeployment machinery, for a receiver event."""
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    event = parse_body(json.dumps(body).encode()).to_prefect(str(uuid.uuid4()), datetime.now(timezone.utc).isoformat())
+    received = ReceivedEvent.model_validate({**event, "received": event["occurred"]})
+    action = RunDeployment(source="selected", deployment_id=uuid.uuid4(), parameters=parameters)
+    upgraded = dict(action.parameters or {})
+    RunDeployment._upgrade_v1_templates(upgraded)  # what render_parameters does before hydrating
+    return hydrate(upgraded, HydrationContext(raise_on_error=True, render_jinja=True,
+                                                       jinja_context={"event": received}))
+
+
+def test_entrypoint_module() -> None:
+    assert entrypoint_module("flows/review_issue.py:review_issue") == ("flows.review_issue", "review_issue")
+    with pytest.raises(ValueError, match="path/module.py:function"):
+        entrypoint_module("flows.review_issue")
+
+
+def test_every_deployment_loads_with_valid_triggers() -> None:
+    spec = read_project()
+    specs = deployment_specs(spec)
+    assert [s["name"] for s in specs] == [d["name"] for d in spec["deployments"]]
+    review = next(s for s in specs if s["name"] == "review-issue")
+    assert review["flow"].name == "review-issue"
+    (trigger,) = review["triggers"]
+    assert trigger.expect == {"wandb.artifact.alias-added"}
+    assert trigger.match.model_dump()["wandb.alias"] == "production"
+
+
+def test_unknown_deployment_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit, match="unknown deployment"):
+        deployment_specs(read_project(), ["nope"])
+
+
+def test_trigger_parameters_render_to_flow_parameters() -> None:
+    trigger = read_project()["deployments"][0]["triggers"][0]
+    body = artifact_body("ADD_ARTIFACT_ALIAS", "acme", "wandb-registry-model", "churn", "v3",
+                         alias="production", author="ana", metadata={"accuracy": 0.93})
+    params = render_trigger_parameters(trigger["parameters"], body)
+    assert params["entity"] == "acme" and params["project"] == "wandb-registry-model"
+    assert params["collection"] == "churn" and params["version"] == "v3"
+    assert params["alias"] == "production" and params["author"] == "ana"
+    assert params["version_string"] == "acme/wandb-registry-model/churn:v3"
+    assert params["metadata"] == {"accuracy": 0.93}, "a single expression keeps its type"
+    uuid.UUID(params["event_id"])
+
+    from flows.review_issue import review_issue
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(review_issue)
+    assert set(params) <= set(schema.properties), "every templated parameter is a flow parameter"
+
+
+def test_trigger_parameters_survive_a_minimal_body() -> None:
+    """W&B bodies carry what the user's template has: missing fields fall back, never break the action."""
+    trigger = read_project()["deployments"][0]["triggers"][0]
+    body = {"event_type": "ADD_ARTIFACT_ALIAS", "artifact_version_string": "acme/reg/churn:v4", "alias": "production"}
+    params = render_trigger_parameters(trigger["parameters"], body)
+    assert (params["entity"], params["project"], params["collection"], params["version"]) == ("acme", "reg", "churn", "v4")
+    assert params["author"] == "" and params["metadata"] == {} and params["artifact_id"] == ""
