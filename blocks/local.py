@@ -61,7 +61,7 @@ class LocalIssueStore(Block):
             number = max((e["number"] for e in index.values()), default=0) + 1
             path = directory / f"{number:05d}.md"
             front = (
-                f"---\ntitle: {json.dumps(title)}\nlabels: {json.dumps(list(labels))}\n"
+                f"---\ntitle: {json.dumps(title, ensure_ascii=False)}\nlabels: {json.dumps(list(labels))}\n"
                 f"assignees: {json.dumps(list(assignees))}\n"
                 f"created: {datetime.now(timezone.utc).isoformat()}\n---\n"
             )
