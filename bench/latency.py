@@ -83,19 +83,34 @@ def run_series(stack: Stack, label: str, n: int, interval: float, timeout: float
     return [firsts[v] - posted[v] for v in posted if v in firsts]
 
 
+def scratch_postgres(name: str) -> str:
+    """A fresh database on the local PostgreSQL (trust auth), for the Prefect server."""
+    import subprocess
+
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True)
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                   help="the Prefect server's database (postgres: a scratch database on 127.0.0.1:5432)")
     args = p.parse_args()
     home = Path(tempfile.mkdtemp(prefix="modelops-bench-"))
-    stack = Stack(home)
+    database_url = None
+    if args.database == "postgres":
+        database_url = scratch_postgres(f"modelops_bench_{home.name[-8:].lower()}")
+    stack = Stack(home, database_url=database_url)
     results: dict[str, list[float]] = {}
     try:
-        print(f"starting Prefect server and receiver in {home} ...", flush=True)
+        print(f"starting Prefect server ({args.database}) and receiver in {home} ...", flush=True)
         stack.start_prefect()
         stack.start_receiver()
-        for label, serve_args, poll in (("ours", (), 0.25), ("baseline", ("--no-preload",), 10.0)):
+        for label, serve_args, poll in (("ours", (), 0.25), ("baseline", ("--plain",), 10.0)):
             stack.poll = poll
             svc = stack.start_serve(*serve_args)
             print(f"{label}: {args.n} deliveries, {args.interval:.1f}s apart ...", flush=True)
