@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedupe-window", type=float,
                    default=float(os.environ.get("MODELOPS_WEBHOOK_DEDUPE_SECONDS", "600")),
                    help="seconds in which a repeated body is a duplicate (default 600)")
+    p.add_argument("--confirm-after", type=float, default=30.0,
+                   help="seconds to wait for Prefect to store a sent event before sending it again (default 30)")
     p.add_argument("--max-body", type=int, default=MAX_BODY_BYTES, help="largest body in bytes (default 1 MiB)")
     p.add_argument("--allow-unauthenticated", action="store_true",
                    help="accept deliveries with neither WANDB_WEBHOOK_TOKEN nor WANDB_WEBHOOK_SECRET set")
@@ -224,6 +226,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | os._Env
         raise SystemExit("--dedupe-window must be >= 0 seconds")
     if args.max_body <= 0:
         raise SystemExit("--max-body must be a positive number of bytes")
+    if args.confirm_after <= 0:
+        raise SystemExit("--confirm-after must be > 0 seconds")
 
     from prefect.settings import get_current_settings
 
@@ -238,6 +242,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | os._Env
         outbox_path=args.outbox,
         dedupe_window=args.dedupe_window,
         max_body=args.max_body,
+        confirm_after=args.confirm_after,
         api_headers=prefect_api_auth(),
     )
 
