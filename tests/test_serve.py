@@ -76,3 +76,38 @@ def test_trigger_parameters_survive_a_minimal_body() -> None:
     params = render_trigger_parameters(trigger["parameters"], body)
     assert (params["entity"], params["project"], params["collection"], params["version"]) == ("acme", "reg", "churn", "v4")
     assert params["author"] == "" and params["metadata"] == {} and params["artifact_id"] == ""
+
+
+def test_prefect_deploy_all_creates_every_deployment_and_trigger(prefect_api: str) -> None:
+    """`prefect deploy --all` from the repository root against a fresh work pool."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from deployments.stack import ROOT
+
+    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run([*prefect, "work-pool", "create", "modelops-process", "--type", "process", "--overwrite"],
+                   cwd=ROOT, env=env, capture_output=True, timeout=120, check=True)
+    proc = subprocess.run([*prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec = read_project()
+    names = [f"{s['flow'].name}/{s['name']}" for s in deployment_specs(spec)]
+    try:
+        for name, d in zip(names, spec["deployments"]):
+            deployment = httpx.get(f"{prefect_api}/deployments/name/{name}").json()
+            assert deployment["work_pool_name"] == "modelops-process"
+            automations = httpx.get(f"{prefect_api}/automations/related-to/prefect.deployment.{deployment['id']}").json()
+            assert {a["name"] for a in automations} == {t["name"] for t in d["triggers"]}
+            (automation,) = automations
+            assert automation["trigger"]["expect"] == d["triggers"][0]["expect"]
+    finally:
+        for name in names:
+            r = httpx.get(f"{prefect_api}/deployments/name/{name}")
+            if r.status_code == 200:
+                httpx.delete(f"{prefect_api}/automations/owned-by/prefect.deployment.{r.json()['id']}")
+                httpx.delete(f"{prefect_api}/deployments/{r.json()['id']}")
