@@ -119,7 +119,7 @@ class Stack:
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_ENABLED="true" if self.ui else "false",
             PREFECT_UI_ENABLED="true" if self.ui else "false",
-            PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL=os.environ.get("MODELOPS_FLUSH", "1"),
+            PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL="1",  # faster outbox read-back
             PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
             MODELOPS_HOME=str(self.home),
             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -185,12 +185,11 @@ class Stack:
         svc = self._spawn("serve", args, self.env(**(env or {})))
         deadline = time.monotonic() + timeout
         for name in deployments:
-            url = f"{self.api_url}/deployments/name/{name}/{name}"
             while True:
                 if not svc.alive():
                     raise RuntimeError(f"serve exited while starting:\n{svc.log.read_text()[-3000:]}")
                 try:
-                    if httpx.get(url, timeout=2).status_code == 200 and self._automations_ready(name):
+                    if self._automations_ready(name):
                         break
                 except httpx.HTTPError:
                     pass
@@ -202,10 +201,12 @@ class Stack:
         return svc
 
     def _automations_ready(self, deployment: str) -> bool:
-        r = httpx.post(f"{self.api_url}/automations/filter", json={}, timeout=5)
-        return r.status_code == 200 and any(deployment in a.get("name", "") or
-                                            any(act.get("deployment_id") for act in a.get("actions", []))
-                                            for a in r.json())
+        """The deployment exists and owns its automations (serve applies triggers after creating it)."""
+        d = httpx.get(f"{self.api_url}/deployments/name/{deployment}/{deployment}", timeout=5)
+        if d.status_code != 200:
+            return False
+        related = httpx.get(f"{self.api_url}/automations/related-to/prefect.deployment.{d.json()['id']}", timeout=5)
+        return related.status_code == 200 and bool(related.json())
 
     def start_all(self) -> "Stack":
         self.start_prefect()
