@@ -97,6 +97,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--poll", type=float, default=0.25, help="runner poll of our serve (default 0.25 s)")
+    p.add_argument("--skip-baseline", action="store_true", help="measure our serve only")
     p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                    help="the Prefect server's database (postgres: a scratch database on 127.0.0.1:5432)")
     args = p.parse_args()
@@ -110,7 +112,8 @@ def main() -> int:
         print(f"starting Prefect server ({args.database}) and receiver in {home} ...", flush=True)
         stack.start_prefect()
         stack.start_receiver()
-        for label, serve_args, poll in (("ours", (), 0.25), ("baseline", ("--plain",), 10.0)):
+        series = [("ours", (), args.poll)] + ([] if args.skip_baseline else [("baseline", ("--plain",), 10.0)])
+        for label, serve_args, poll in series:
             stack.poll = poll
             svc = stack.start_serve(*serve_args)
             print(f"{label}: {args.n} deliveries, {args.interval:.1f}s apart ...", flush=True)
