@@ -67,9 +67,26 @@ def deployment_specs(spec: dict[str, Any], only: list[str] | None = None) -> lis
                 parameters=d.get("parameters") or {},
                 triggers=[adapter.validate_python(t) for t in d.get("triggers") or []],
                 concurrency_limit=d.get("concurrency_limit"),
+                schedules=[_schedule(s) for s in d.get("schedules") or []] or None,
             )
         )
     return out
+
+
+def _schedule(spec: dict[str, Any]) -> Any:
+    """A prefect.yaml schedule entry (cron, interval or rrule) as a Prefect schedule."""
+    from datetime import timedelta
+
+    from prefect.schedules import Cron, Interval, RRule
+
+    common = dict(timezone=spec.get("timezone"), active=spec.get("active", True), parameters=spec.get("parameters") or {})
+    if "cron" in spec:
+        return Cron(spec["cron"], day_or=spec.get("day_or", True), **common)
+    if "interval" in spec:
+        return Interval(timedelta(seconds=float(spec["interval"])), **common)
+    if "rrule" in spec:
+        return RRule(spec["rrule"], **common)
+    raise ValueError(f"schedule {spec!r} needs one of cron, interval, rrule")
 
 
 def use_forkserver(preload: list[str]) -> None:

@@ -374,6 +374,12 @@ def _check_args(alpha: Any, correction: Any, min_statistic: Any, drift_share: An
         raise ValueError(f"drift_share must be None or a number in (0, 1], got {drift_share!r}")
 
 
+def check_options(*, alpha: Any = 0.05, correction: Any = "bonferroni", min_statistic: Any = 0.0,
+                  drift_share: Any = None) -> None:
+    """Validate the options of :func:`ks_drift`; a ValueError names the bad argument."""
+    _check_args(alpha, correction, min_statistic, drift_share)
+
+
 def _skip(name: Any, reason: str, ref: _Column | None, cur: _Column | None) -> FeatureDrift:
     def counts(c: _Column | None) -> tuple[int, int]:
         if c is None:
@@ -515,3 +521,64 @@ __all__ = [
     "ks_statistic",
     "profile_reference",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI: python -m flows.drift --reference REF --current CUR [...] --json
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the drift-check flow ad hoc and print its report; exit 0 drift or not, 2 on bad input."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m flows.drift", description="Two-sample drift check of a dataset.")
+    p.add_argument("--reference", required=True, help="reference data: path (.csv, .parquet), gs://..., or W&B entity/project/name:alias")
+    p.add_argument("--current", required=True, help="current data, same forms as --reference")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--correction", choices=list(get_args(Correction)), default="bonferroni")
+    p.add_argument("--min-statistic", type=float, default=0.0, help="effect-size floor (KS D; Cramér's V for chi2)")
+    p.add_argument("--drift-share", type=float, default=None, help="dataset drift when this share of features drifts")
+    p.add_argument("--columns", default=None, help="comma-separated columns to test (default: all)")
+    p.add_argument("--wandb-block", default=None, help="a saved WandbCredentials block")
+    p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    args = p.parse_args(argv)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    try:
+        check_options(alpha=args.alpha, correction=args.correction, min_statistic=args.min_statistic,
+                      drift_share=args.drift_share)
+    except ValueError as exc:
+        print(f"drift-check: {exc}", file=sys.stderr)
+        return 2
+
+    import contextlib
+    import io
+
+    from flows.drift_check import drift_check
+
+    captured = io.StringIO()
+    try:
+        # Prefect and W&B may print to stdout: keep it for the one JSON document
+        with contextlib.redirect_stdout(captured):
+            result = drift_check(reference=args.reference, current=args.current, alpha=args.alpha,
+                                 correction=args.correction, min_statistic=args.min_statistic,
+                                 drift_share=args.drift_share, columns=columns, wandb_block=args.wandb_block,
+                                 log_wandb=not args.no_wandb)
+    except (FileNotFoundError, ValueError, ImportError, PermissionError, IsADirectoryError) as exc:
+        sys.stderr.write(captured.getvalue())
+        print(f"drift-check: {exc}", file=sys.stderr)
+        return 2
+    sys.stderr.write(captured.getvalue())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        drifted = [f["name"] for f in result["features"] if f["drifted"]]
+        print(f"drift {'DETECTED' if result['drift_detected'] else 'not detected'}"
+              + (f": {', '.join(map(str, drifted))}" if drifted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""drift-check: a new dataset version landed in W&B -> KS / chi-square drift report -> event.
+
+Triggered by `wandb.artifact.created` for the configured dataset collection(s) (see prefect.yaml):
+the new version is compared with the collection's `reference` alias. Also runs ad hoc:
+
+    python -m flows.drift --reference ref.parquet --current cur.parquet --json
+
+Statistics live in `flows.drift` (no Prefect), loading in `flows.drift_data`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from flows.drift import Correction, DriftReport, check_options, ks_drift
+
+
+def _fmt(x: Any) -> Any:
+    if isinstance(x, float):
+        return None if math.isnan(x) else float(f"{x:.6g}")
+    return x
+
+
+def dataset_resource(ref: str) -> dict[str, str]:
+    """The Prefect resource naming a dataset: its W&B artifact when it is one, else its path."""
+    m = re.match(r"^(?:wandb://)?([\w.-]+)/([\w.-]+)/([\w.-]+):([\w.-]+)$", ref)
+    if m and not os.path.exists(ref):
+        entity, project, collection, version = m.groups()
+        return {
+            "prefect.resource.id": f"wandb.artifact.{entity}/{project}/{collection}:{version}",
+            "prefect.resource.name": f"{collection}:{version}",
+            "wandb.entity": entity, "wandb.project": project,
+            "wandb.collection": collection, "wandb.version": version,
+        }
+    return {"prefect.resource.id": f"modelops.dataset.{ref}", "prefect.resource.name": os.path.basename(ref) or ref}
+
+
+@task(name="load-dataset", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
+      retry_condition_fn=lambda t, r, s: not isinstance(getattr(s, "data", None), (FileNotFoundError, ValueError)))
+def load_dataset(ref: str, columns: list[str] | None, wandb_block: str | None) -> Any:
+    from flows.drift_data import load_table
+
+    wandb = _wandb_credentials(wandb_block) if _is_wandb_ref(ref) else None
+    df = load_table(ref, columns, wandb=wandb, missing_ok=True)
+    get_run_logger().info("loaded %s: %d rows x %d columns", ref, len(df), len(df.columns))
+    return df
+
+
+def _is_wandb_ref(ref: str) -> bool:
+    return dataset_resource(ref)["prefect.resource.id"].startswith("wandb.artifact.")
+
+
+def _wandb_credentials(block: str | None) -> Any:
+    from blocks.wandb import WandbCredentials
+
+    if block:
+        return WandbCredentials.load(block)
+    return WandbCredentials.from_env()
+
+
+def publish_report(report: DriftReport, reference: str, current: str) -> None:
+    rows = [
+        {"feature": f.name, "test": f.test, "statistic": _fmt(f.statistic), "p_value": _fmt(f.p_value),
+         "p_value_adjusted": _fmt(f.p_value_adjusted), "drifted": f.drifted,
+         "n_reference": f.n_reference, "n_current": f.n_current, "reason": f.reason or ""}
+        for f in report.features
+    ]
+    create_table_artifact(key="drift-features", table=rows,
+                          description=f"Per-feature drift of {current} against {reference}")
+    drifted = [f.name for f in report.drifted]
+    verdict = f"**Drift detected** in {len(drifted)} feature(s): " + ", ".join(f"`{n}`" for n in drifted) \
+        if report.drift_detected else "**No drift** detected."
+    skipped = "".join(f"\n- `{f.name}` skipped: {f.reason}" for f in report.skipped)
+    create_markdown_artifact(
+        key="drift-summary",
+        markdown=(f"# Drift check\n\n{verdict}\n\n| | |\n|---|---|\n| current | `{current}` |\n"
+                  f"| reference | `{reference}` |\n| features tested | {len(report.features) - len(report.skipped)} |\n"
+                  f"| alpha | {report.alpha} ({report.correction}) |\n| min statistic | {report.min_statistic} |\n"
+                  + (f"\n### Skipped{skipped}\n" if skipped else "")),
+        description="Drift verdict",
+    )
+
+
+@task(name="log-to-wandb", cache_policy=NO_CACHE)
+def log_to_wandb(report: DriftReport, reference: str, current: str, wandb_block: str | None) -> str | None:
+    """Log the report to W&B: online with credentials, else an offline run kept locally."""
+    from blocks.wandb import WandbCredentials
+
+    creds = _wandb_credentials(wandb_block)
+    offline = creds is None
+    creds = creds or WandbCredentials()
+    run = creds.init_run(job_type="drift-check", config={"reference": reference, "current": current,
+                                                          "alpha": report.alpha, "correction": report.correction},
+                         offline=offline)
+    try:
+        import wandb
+
+        columns = ["feature", "test", "statistic", "p_value", "p_value_adjusted", "drifted"]
+        table = wandb.Table(columns=columns, data=[
+            [f.name, f.test, _fmt(f.statistic), _fmt(f.p_value), _fmt(f.p_value_adjusted), f.drifted]
+            for f in report.features])
+        run.log({"drift/features": table})
+        run.summary["drift_detected"] = report.drift_detected
+        run.summary["drifted_features"] = [f.name for f in report.drifted]
+        where = getattr(run, "dir", None)
+    finally:
+        run.finish()
+    get_run_logger().info("logged to W&B (%s)%s", "offline" if offline else "online", f": {where}" if where else "")
+    return where
+
+
+def emit_drift_event(report: DriftReport, reference: str, current: str) -> None:
+    emit_event(
+        event="modelops.drift.detected" if report.drift_detected else "modelops.drift.checked",
+        resource=dataset_resource(current),
+        related=[{**{k: v for k, v in dataset_resource(reference).items() if k.startswith("prefect.")},
+                  "prefect.resource.role": "reference"}],
+        payload={
+            "dataset": current,
+            "reference": reference,
+            "drift_detected": report.drift_detected,
+            "drifted_features": [f.name for f in report.drifted],
+            "features_tested": len(report.features) - len(report.skipped),
+            "alpha": report.alpha,
+            "correction": report.correction,
+        },
+    )
+
+
+@flow(name="drift-check", flow_run_name="drift-{current}", log_prints=True)
+def drift_check(
+    reference: str,
+    current: str,
+    alpha: float = 0.05,
+    correction: Correction = "bonferroni",
+    min_statistic: float = 0.0,
+    drift_share: float | None = None,
+    columns: list[str] | None = None,
+    wandb_block: str | None = None,
+    log_wandb: bool = True,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """Compare `current` with `reference` feature by feature and report drift."""
+    logger = get_run_logger()
+    logger.info("drift-check of %s against %s", current, reference)
+    ks_drift_args = dict(alpha=alpha, correction=correction, min_statistic=min_statistic, drift_share=drift_share)
+    check_options(**ks_drift_args)  # bad options fail before any data is read
+
+    ref_df = load_dataset(reference, columns, wandb_block)
+    cur_df = load_dataset(current, columns, wandb_block)
+    report = ks_drift(ref_df, cur_df, columns=columns, **ks_drift_args)
+    logger.info("drift %s: %s", "DETECTED" if report.drift_detected else "not detected",
+                ", ".join(f.name for f in report.drifted) or "no feature drifted")
+
+    publish_report(report, reference, current)
+    if log_wandb:
+        log_to_wandb(report, reference, current, wandb_block)
+    emit_drift_event(report, reference, current)
+    return report.to_dict()
