@@ -14,10 +14,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlparse
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
+
+from blocks._urls import http_url
 
 if TYPE_CHECKING:
     from github import Github
@@ -113,11 +114,7 @@ class GitHubRepository(Block):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"base_url must be an http(s) URL such as https://api.github.com, got {value!r}")
-        return value
+        return http_url(value, "https://api.github.com")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> GitHubRepository | None:

@@ -10,10 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlparse
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
+
+from blocks._urls import http_url
 
 if TYPE_CHECKING:
     import wandb.apis.public
@@ -75,11 +76,7 @@ class WandbCredentials(Block):
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip().rstrip("/")
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"base_url must be an http(s) URL such as https://acme.wandb.io, got {value!r}")
-        return value
+        return http_url(value, "https://acme.wandb.io")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> WandbCredentials | None:
