@@ -578,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     import contextlib
     import io
 
+    from flows._cli import prepare_prefect_env
+
+    prepare_prefect_env()
+    from blocks.wandb import WandbConfigError
     from flows.drift_check import drift_check
 
     captured = io.StringIO()
@@ -588,10 +592,15 @@ def main(argv: list[str] | None = None) -> int:
                                  correction=args.correction, min_statistic=args.min_statistic,
                                  drift_share=args.drift_share, columns=columns, wandb_block=args.wandb_block,
                                  log_wandb=not args.no_wandb)
-    except (FileNotFoundError, ValueError, ImportError, PermissionError, IsADirectoryError) as exc:
+    except (FileNotFoundError, ValueError, ImportError, PermissionError, IsADirectoryError,
+            WandbConfigError) as exc:
         sys.stderr.write(captured.getvalue())
         print(f"drift-check: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - report, don't dump a traceback on the operator
+        sys.stderr.write(captured.getvalue())
+        print(f"drift-check failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     sys.stderr.write(captured.getvalue())
     if args.json:
         print(json.dumps(result))

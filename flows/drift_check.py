@@ -135,7 +135,14 @@ def emit_drift_event(report: DriftReport, reference: str, current: str) -> None:
     )
 
 
-@flow(name="drift-check", flow_run_name="drift-{current}", log_prints=True)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    current = str(flow_run.parameters.get("current", ""))
+    return f"drift-{current.rstrip('/').rsplit('/', 1)[-1] or 'dataset'}"
+
+
+@flow(name="drift-check", flow_run_name=_run_name, log_prints=True)
 def drift_check(
     reference: str,
     current: str,

@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--github-block", help="name of a saved GitHubRepository block")
     p.add_argument("--template", help=f"issue template (default {TEMPLATE})")
     args = p.parse_args(argv)
+    from flows._cli import prepare_prefect_env
+
+    prepare_prefect_env()
     try:
         result = review_issue(
             entity=args.entity, project=args.project, collection=args.collection, version=args.version,
