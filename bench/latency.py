@@ -5,7 +5,7 @@
 Starts one Prefect server (SQLite) and the receiver, then measures two ways of running the
 `review-issue` deployment against it, in the same run:
 
-  ours      python -m deployments.serve (runner poll 0.25 s, runs forked from a warm forkserver)
+  ours      python -m deployments.serve (woken by scheduled-run events, runs forked from a warm forkserver)
   baseline  the same deployments served the way Prefect does by default (poll 10 s, spawn)
 
 For each: N signed deliveries one second apart (distinct artifact versions); the latency of one is
@@ -97,7 +97,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--interval", type=float, default=1.0)
-    p.add_argument("--poll", type=float, default=0.25, help="runner poll of our serve (default 0.25 s)")
+    p.add_argument("--poll", type=float, default=2.0, help="timer poll of our serve (default 2 s; events wake it at once)")
     p.add_argument("--skip-baseline", action="store_true", help="measure our serve only")
     p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                    help="the Prefect server's database (postgres: a scratch database on 127.0.0.1:5432)")

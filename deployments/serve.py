@@ -114,8 +114,9 @@ def use_forkserver(preload: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__.splitlines()[0])
     p.add_argument("--only", action="append", help="serve only this deployment (repeatable)")
-    p.add_argument("--poll", type=float, default=float(os.environ.get("MODELOPS_POLL_SECONDS", "0.25")),
-                   help="seconds between checks for new runs (default 0.25; Prefect's default is 10)")
+    p.add_argument("--poll", type=float, default=float(os.environ.get("MODELOPS_POLL_SECONDS", "2")),
+                   help="seconds between timed checks for new runs (default 2; Prefect's default is 10); "
+                        "runs created by automations are also picked up at once through the event stream")
     p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
     p.add_argument("--plain", action="store_true",
                    help="serve exactly as prefect.serve() does (cold `python -m prefect.engine` per run)")
@@ -148,16 +149,50 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         runner = Runner(name="modelops-serve", limit=args.limit, query_seconds=args.poll, pause_on_shutdown=True)
-        for kw in specs:
-            await runner.aadd_flow(**kw)
+        deployment_ids = [await runner.aadd_flow(**kw) for kw in specs]
         names = ", ".join(f"{kw['flow'].name}/{kw['name']}" for kw in specs)
-        log.info("serving %s (poll %.2fs); runs start from a warm forkserver", names, args.poll)
-        await runner.start()
+        log.info("serving %s (poll %.2fs, woken by scheduled-run events); runs start from a warm forkserver",
+                 names, args.poll)
+        waker = asyncio.create_task(wake_on_scheduled_runs(runner, deployment_ids))
+        try:
+            await runner.start()
+        finally:
+            waker.cancel()
 
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+async def wake_on_scheduled_runs(runner: Any, deployment_ids: list[Any]) -> None:
+    """Poll the moment one of our deployments gets a scheduled run, instead of on the next tick.
+
+    Prefect's runner polls on a timer, and on SQLite every poll takes the database's write lock; an
+    event subscription lets the timer be slow (`--poll`) while automation-created runs start at once.
+    The timer stays as the fallback if the event stream is down.
+    """
+    import asyncio
+
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+        related=EventRelatedFilter(id=[f"prefect.deployment.{i}" for i in deployment_ids]),
+    )
+    while True:
+        try:
+            async with get_events_subscriber(filter=event_filter, reconnection_attempts=10) as subscriber:
+                async for _event in subscriber:
+                    if runner.started:
+                        await runner._get_and_submit_flow_runs()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the timer keeps serving; retry the subscription
+            log.warning("scheduled-run event stream interrupted (%s); polling every %ss meanwhile",
+                        exc, runner.query_seconds)
+            await asyncio.sleep(5)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class Stack:
     webhook_token: str | None = None
     database_url: str | None = None
     ui: bool = False
-    poll: float = 0.25
+    poll: float = 2.0
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -196,8 +196,8 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"deployment {name} was not served within {timeout:.0f}s")
                 time.sleep(0.3)
-        # the runner polls once it has started; give it its first tick
-        time.sleep(max(1.0, 2 * self.poll))
+        # let the runner start and its scheduled-run event subscription connect
+        time.sleep(1.5)
         return svc
 
     def _automations_ready(self, deployment: str) -> bool:
