@@ -1,15 +1,17 @@
-"""Serve every deployment of prefect.yaml, with the same triggers, from this process.
+"""Serve every deployment of prefect.yaml, with the same triggers and schedules, from this process.
 
-    python -m deployments.serve [--only review-issue] [--poll 0.25]
+    python -m deployments.serve [--only review-issue] [--poll 2] [--plain]
 
 prefect.yaml is the single source of truth: deployments, descriptions, tags, parameters,
-concurrency limits and triggers are read from it, so the local stack runs exactly the automations
-that `prefect deploy --all` creates.
+concurrency limits, schedules and triggers are read from it, so the local stack runs exactly the
+automations that `prefect deploy --all` creates.
 
-Start-up latency: Prefect's runner starts each run in a fresh `spawn` interpreter, which imports
-Prefect again (about 2 s here) before the flow's first line. We keep Prefect's runner and swap only
-the process start method for a `forkserver` whose server process has the flow modules preloaded,
-so a run's process is a fork of a warm interpreter. `--no-preload` turns that off.
+Start-up latency, keeping Prefect's runner:
+- the runner is woken by `prefect.flow-run.Scheduled` events of its deployments, so a run created
+  by an automation is picked up at once; the timer poll is only the fallback;
+- each run's process is forked from a `forkserver` whose server process has Prefect and the flow
+  modules preloaded, instead of a cold `python -m prefect.engine` (about 2 s of imports here).
+`--plain` serves exactly as `prefect.serve()` does.
 """
 
 from __future__ import annotations
