@@ -55,7 +55,9 @@ def load_dataset(ref: str, columns: list[str] | None, wandb_block: str | None) -
 
 
 def _is_wandb_ref(ref: str) -> bool:
-    return dataset_resource(ref)["prefect.resource.id"].startswith("wandb.artifact.")
+    from flows.drift_data import classify_ref
+
+    return classify_ref(ref) == "wandb"
 
 
 def _wandb_credentials(block: str | None) -> Any:
