@@ -29,7 +29,7 @@ import httpx
 
 log = logging.getLogger("modelops.outbox")
 
-PENDING, SENT, CONFIRMED = "pending", "sent", "confirmed"
+PENDING, SENT, CONFIRMED, REJECTED = "pending", "sent", "confirmed", "rejected"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -204,6 +204,20 @@ class Outbox:
                     (PENDING, attempts, now + delay, error[:500], i),
                 )
 
+    def mark_rejected(self, event_id: str, error: str) -> None:
+        """Prefect refused this one event for good (4xx on its own): keep it, visibly, out of the queue."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE events SET state = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (REJECTED, error[:500], event_id),
+            )
+
+    def rejected(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, last_error FROM events WHERE state = ? ORDER BY accepted_at", (REJECTED,)
+            ).fetchall()
+
     def unconfirmed(self, limit: int = 50) -> list[OutboxEvent]:
         with self._lock:
             rows = self._db.execute(
@@ -240,7 +254,7 @@ class Outbox:
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM events GROUP BY state").fetchall()
-        out = {PENDING: 0, SENT: 0, CONFIRMED: 0}
+        out = {PENDING: 0, SENT: 0, CONFIRMED: 0, REJECTED: 0}
         out.update({state: n for state, n in rows})
         return out
 
@@ -304,6 +318,12 @@ class PrefectEvents:
             response.raise_for_status()
             found.update(e["id"] for e in response.json().get("events", []))
         return found
+
+
+def _refused_for_good(exc: httpx.HTTPStatusError) -> bool:
+    """A 4xx other than auth, timeouts and rate limits: sending the same event again cannot help."""
+    code = exc.response.status_code
+    return 400 <= code < 500 and code not in (401, 403, 408, 409, 429)
 
 
 class Sender:
@@ -372,18 +392,46 @@ class Sender:
         due = await asyncio.to_thread(self.outbox.due)
         if not due:
             return 0
-        ids = [e.id for e in due]
         try:
             await self.prefect.post([e.document for e in due])
+        except httpx.HTTPStatusError as exc:
+            if not _refused_for_good(exc):
+                return await self._failed([e.id for e in due], exc)
+            # Prefect refused the batch (4xx): find the event it refuses, so one bad event
+            # cannot hold up every other one behind it
+            return await self._send_one_by_one(due)
         except (httpx.HTTPError, OSError) as exc:
-            self.healthy = False
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("Prefect did not take %d event(s), will retry: %s", len(ids), self.last_error)
-            await asyncio.to_thread(self.outbox.mark_failed, ids, self.last_error)
-            return 0
+            return await self._failed([e.id for e in due], exc)
         self.healthy = True
-        await asyncio.to_thread(self.outbox.mark_sent, ids)
-        return len(ids)
+        await asyncio.to_thread(self.outbox.mark_sent, [e.id for e in due])
+        return len(due)
+
+    async def _send_one_by_one(self, due: list[OutboxEvent]) -> int:
+        sent = 0
+        for e in due:
+            try:
+                await self.prefect.post([e.document])
+            except httpx.HTTPStatusError as exc:
+                if not _refused_for_good(exc):
+                    await self._failed([e.id], exc)
+                    continue
+                error = f"Prefect refused the event: {exc.response.status_code} {exc.response.text[:300]}"
+                log.error("event %s (%s) %s; kept in the outbox as rejected", e.id, e.document.get("event"), error)
+                await asyncio.to_thread(self.outbox.mark_rejected, e.id, error)
+                continue
+            except (httpx.HTTPError, OSError) as exc:
+                await self._failed([e.id], exc)
+                continue
+            await asyncio.to_thread(self.outbox.mark_sent, [e.id])
+            sent += 1
+        return sent
+
+    async def _failed(self, ids: list[str], exc: BaseException) -> int:
+        self.healthy = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("Prefect did not take %d event(s), will retry: %s", len(ids), self.last_error)
+        await asyncio.to_thread(self.outbox.mark_failed, ids, self.last_error)
+        return 0
 
     async def confirm(self) -> int:
         waiting = await asyncio.to_thread(self.outbox.unconfirmed, 500)

@@ -20,6 +20,7 @@ import deployments.outbox as outbox_module
 from deployments.outbox import (
     CONFIRMED,
     PENDING,
+    REJECTED,
     SENT,
     Outbox,
     OutboxEvent,
@@ -98,7 +99,7 @@ def test_put_stores_a_pending_event_with_a_uuid(box: Outbox, db_path: Path) -> N
     assert isinstance(stored, Stored) and stored.duplicate is False, "a first delivery is not a duplicate"
     assert uuid.UUID(stored.event_id).version == 4, "event ids are random UUIDs Prefect accepts as event ids"
     assert box.state_of(stored.event_id) == PENDING, "a stored event waits to be posted"
-    assert box.counts() == {PENDING: 1, SENT: 0, CONFIRMED: 0}
+    assert box.counts() == {PENDING: 1, SENT: 0, CONFIRMED: 0, REJECTED: 0}
     [due] = box.due()
     assert due.id == stored.event_id and due.attempts == 0
     assert due.document == build(stored.event_id, due.occurred), "the document is what build() made, with that id"
@@ -179,7 +180,7 @@ def test_pending_sent_confirmed(box: Outbox, clock: Clock) -> None:
     assert box.state_of(b) == PENDING
     assert [e.id for e in box.due()] == [b], "a requeued event is due at once, under the SAME id"
     assert box.state_of(a) == CONFIRMED, "a confirmed event is never requeued"
-    assert box.counts() == {PENDING: 1, SENT: 0, CONFIRMED: 1}
+    assert box.counts() == {PENDING: 1, SENT: 0, CONFIRMED: 1, REJECTED: 0}
 
 
 def test_mark_sent_only_moves_pending_events(box: Outbox) -> None:
@@ -195,7 +196,7 @@ def test_unknown_ids_are_ignored(box: Outbox) -> None:
     box.mark_failed(["nope"], "boom")
     box.mark_confirmed(["nope"])
     assert box.state_of("nope") is None
-    assert box.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0}
+    assert box.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0, REJECTED: 0}
 
 
 def test_due_respects_the_limit(box: Outbox) -> None:
@@ -273,7 +274,7 @@ def test_a_restart_keeps_pending_events_and_dedupe(db_path: Path, clock: Clock) 
         assert after.put("sha-a", build) == Stored(pending, True), (
             "a W&B retry after the restart is still recognised as the same delivery"
         )
-        assert after.counts() == {PENDING: 1, SENT: 1, CONFIRMED: 0}
+        assert after.counts() == {PENDING: 1, SENT: 1, CONFIRMED: 0, REJECTED: 0}
     finally:
         after.close()
 
@@ -318,7 +319,7 @@ def test_put_failing_inside_the_transaction_stores_nothing(box: Outbox, db_path:
 
     with pytest.raises(OutboxUnavailable, match="disk is full"):
         box.put("sha-a", broken)
-    assert box.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0}, "a failed put leaves no event behind"
+    assert box.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0, REJECTED: 0}, "a failed put leaves no event behind"
     assert box.lookup("sha-a") is None, "nor a body hash that would make the retry look like a duplicate"
     assert delivery_rows(db_path) == []
 
@@ -346,7 +347,7 @@ def test_put_on_a_closed_connection_is_outbox_unavailable(box: Outbox, db_path: 
         box.put("sha-a", build)
     reopened = Outbox(db_path, dedupe_window=WINDOW, clock=clock)
     try:
-        assert reopened.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0}, "nothing was stored"
+        assert reopened.counts() == {PENDING: 0, SENT: 0, CONFIRMED: 0, REJECTED: 0}, "nothing was stored"
         assert reopened.lookup("sha-a") is None
     finally:
         reopened.close()
@@ -500,3 +501,41 @@ def test_sender_background_loop_drains_the_outbox(box: Outbox) -> None:
             await sender.stop()
 
     run(scenario())
+
+
+class RefusingPrefectEvents(FakePrefectEvents):
+    """Prefect answering 422 for any batch holding a document it cannot accept."""
+
+    def __init__(self, bad_ids: set[str], status: int = 422) -> None:
+        super().__init__()
+        self.bad_ids = bad_ids
+        self.status = status
+
+    async def post(self, documents: list[dict[str, Any]]) -> None:
+        if any(d["id"] in self.bad_ids for d in documents):
+            request = httpx.Request("POST", "http://prefect.test/api/events")
+            response = httpx.Response(self.status, request=request, text='{"detail": "invalid event"}')
+            raise httpx.HTTPStatusError("refused", request=request, response=response)
+        await super().post(documents)
+
+
+def test_one_event_prefect_refuses_does_not_block_the_others(box: Outbox) -> None:
+    ids = [box.put(f"sha-{i}", build).event_id for i in range(5)]
+    prefect = RefusingPrefectEvents({ids[2]})
+    sender = Sender(box, prefect, confirm_after=30)  # type: ignore[arg-type]
+
+    assert run(sender.send_due()) == 4, "the batch is retried event by event around the bad one"
+    assert sorted(prefect.posted_ids()) == sorted(ids[:2] + ids[3:])
+    assert box.state_of(ids[2]) == REJECTED, "the refused event is kept, not dropped"
+    (rejected_id, error), = box.rejected()
+    assert rejected_id == ids[2] and "422" in error
+    assert box.counts()["rejected"] == 1
+    assert run(sender.send_due()) == 0, "a rejected event is not retried forever"
+
+
+def test_server_errors_are_retried_not_rejected(box: Outbox) -> None:
+    event_id = box.put("sha-x", build).event_id
+    prefect = RefusingPrefectEvents({event_id}, status=503)
+    sender = Sender(box, prefect, confirm_after=30)  # type: ignore[arg-type]
+    assert run(sender.send_due()) == 0
+    assert box.state_of(event_id) == PENDING and not sender.healthy, "5xx means later, not never"

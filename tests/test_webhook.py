@@ -176,7 +176,7 @@ def test_healthz(receivers) -> None:
     st = receivers()
     r = httpx.get(st.hook_url.replace("/hooks/wandb", "/healthz"))
     assert r.status_code == 200
-    assert r.json()["status"] == "ok" and set(r.json()["outbox"]) == {"pending", "sent", "confirmed"}
+    assert r.json()["status"] == "ok" and set(r.json()["outbox"]) == {"pending", "sent", "confirmed", "rejected"}
 
 
 # ------------------------------------------------------------------------------ duplicates
