@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -106,7 +107,8 @@ def main() -> int:
     database_url = None
     if args.database == "postgres":
         database_url = scratch_postgres(f"modelops_bench_{home.name[-8:].lower()}")
-    stack = Stack(home, database_url=database_url)
+    extra_env = json.loads(os.environ.get("MODELOPS_BENCH_ENV", "{}"))  # e.g. Prefect server settings to try
+    stack = Stack(home, database_url=database_url, extra_env=extra_env)
     results: dict[str, list[float]] = {}
     try:
         print(f"starting Prefect server ({args.database}) and receiver in {home} ...", flush=True)
