@@ -21,7 +21,9 @@ demo-stop: $(STAMP)
 	$(PY) -m deployments.demo stop
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - that is a failure here" >&2; fi; \
+	exit $$rc
 
 bench: $(STAMP)
 	$(PY) bench/latency.py
