@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="modelops-tests-"))

@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows import drift_data
 from flows.drift_data import classify_ref, load_table, parse_wandb_ref
 
 FRAME = pd.DataFrame({"age": [31, 45, 27], "plan": ["pro", "free", "pro"], "spend": [12.5, 0.0, 8.25]})
