@@ -8,18 +8,18 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
+__all__ = ["LocalIssueStore", "LocalTrainer", "modelops_home"]
+
 from blocks.github import IssueRef
+from blocks.training import LogFn, TrainingError, TrainingResult, parse_metrics
+from blocks.wandb import modelops_home
 
 _lock = threading.Lock()
-
-
-def modelops_home() -> Path:
-    """Where local state lives: `MODELOPS_HOME`, default `.modelops` in the working directory."""
-    return Path(os.environ.get("MODELOPS_HOME", ".modelops")).resolve()
 
 
 class LocalIssueStore(Block):
@@ -74,6 +74,84 @@ class LocalIssueStore(Block):
         path = self.directory() / f"{issue_number:05d}.md"
         with _lock, path.open("a") as fh:
             fh.write(f"\n\n---\n**Comment ({datetime.now(timezone.utc).isoformat()})**\n\n{body}\n")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LocalTrainer(Block):
+    """Trains in a subprocess on this machine: `python -m training.tabular` (or your own entry point).
+
+    The child gets `--dataset --target --params --out`, writes `model.joblib` and `metrics.json` into
+    `--out`, and its output lines are streamed into the flow's log as they come.
+    """
+
+    _block_type_name = "Local Trainer"
+    _block_type_slug = "local-trainer"
+
+    module: str = Field(default="training.tabular", description="Python module run with `python -m`.")
+    python: str = Field(default="", description="Interpreter (default: the one running the flow).")
+    output_dir: str = Field(default="", description="Where jobs write their models (default $MODELOPS_HOME/training).")
+    timeout_seconds: float = Field(default=3600, gt=0, description="A job still running after this is killed.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the job.")
+
+    def train(self, dataset: str, hyperparameters: dict, *, target: str, log: LogFn = print) -> TrainingResult:
+        import subprocess
+        import sys
+        import time
+        import uuid
+        from collections import deque
+
+        job = f"local-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        out = (Path(self.output_dir).resolve() if self.output_dir else modelops_home() / "training") / job
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [self.python or sys.executable, "-u", "-m", self.module, "--dataset", dataset, "--target", target,
+               "--params", json.dumps(hyperparameters, sort_keys=True), "--out", str(out)]
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        log(f"{job}: python -m {self.module} --dataset {dataset} --target {target}")
+        tail: deque[str] = deque(maxlen=20)
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, start_new_session=True)
+        timer = threading.Timer(self.timeout_seconds, _kill_group, args=(proc,))
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                log(line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                _kill_group(proc)
+                proc.wait()
+        elapsed = time.monotonic() - started
+        if code != 0:
+            if elapsed >= self.timeout_seconds:
+                raise TrainingError(f"{job} timed out after {self.timeout_seconds:g}s and was killed", job=job, state="timeout")
+            last = "\n".join(tail) or "(no output)"
+            raise TrainingError(f"{job} failed with exit code {code}:\n{last}", job=job, state="failed")
+        metrics_file = out / "metrics.json"
+        model_file = out / "model.joblib"
+        if not metrics_file.is_file() or not model_file.is_file():
+            raise TrainingError(f"{job} exited 0 but wrote no {'metrics.json' if not metrics_file.is_file() else 'model.joblib'} "
+                                f"in {out}", job=job, state="failed")
+        metrics = parse_metrics(json.loads(metrics_file.read_text()), str(metrics_file))
+        return TrainingResult(model_uri=str(model_file), metrics=metrics, job=job, trainer="local",
+                              details={"output_dir": str(out), "seconds": round(elapsed, 2)})
+
+
+def _kill_group(proc: Any) -> None:
+    """Kill the job and whatever it started (it runs in its own session)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -68,11 +68,20 @@ def deployment_specs(spec: dict[str, Any], only: list[str] | None = None) -> lis
                 tags=d.get("tags"),
                 parameters=d.get("parameters") or {},
                 triggers=[adapter.validate_python(t) for t in d.get("triggers") or []],
-                concurrency_limit=d.get("concurrency_limit"),
+                concurrency_limit=_concurrency(d.get("concurrency_limit")),
                 schedules=[_schedule(s) for s in d.get("schedules") or []] or None,
             )
         )
     return out
+
+
+def _concurrency(spec: Any) -> Any:
+    """prefect.yaml's `concurrency_limit` (an int, or {limit, collision_strategy}) for `add_flow`."""
+    if not isinstance(spec, dict):
+        return spec
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    return ConcurrencyLimitConfig(**spec)
 
 
 def _schedule(spec: dict[str, Any]) -> Any:

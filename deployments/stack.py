@@ -182,7 +182,13 @@ class Stack:
     def start_serve(self, *extra_args: str, deployments: tuple[str, ...] = ("review-issue",),
                     timeout: float = 90, env: dict[str, str] | None = None) -> Service:
         args = [sys.executable, "-m", "deployments.serve", "--poll", str(self.poll), *extra_args]
-        svc = self._spawn("serve", args, self.env(**(env or {})))
+        # the served flows' local registry announces alias changes to this stack's receiver
+        announce = {"MODELOPS_RECEIVER_URL": self.hook_url}
+        if self.webhook_secret:
+            announce["WANDB_WEBHOOK_SECRET"] = self.webhook_secret
+        if self.webhook_token:
+            announce["WANDB_WEBHOOK_TOKEN"] = self.webhook_token
+        svc = self._spawn("serve", args, self.env(**announce, **(env or {})))
         deadline = time.monotonic() + timeout
         for name in deployments:
             while True:

@@ -1,0 +1,318 @@
+"""retrain: drift or a metric alert -> train -> gate against production -> register as `candidate`.
+
+Triggered by `modelops.drift.detected` and by `wandb.run.metric` (see prefect.yaml); one retrain per
+model at a time (deployment concurrency limit 1; a second trigger while one runs is queued, not
+dropped: the newer data deserves its own run). Also runs ad hoc:
+
+    python -m flows.retrain --dataset data/churn.parquet [--model churn-model] [--target churned]
+
+The trainer (`LocalTrainer` by default, `VertexAITrainer`), the registry (`LocalRegistry` by default,
+`WandbRegistry`) come from blocks; the gate is `flows.gate.evaluate_gate` (pure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from blocks.training import TrainingResult
+from flows.gate import GatePolicy, GateVerdict, evaluate_gate
+
+DEFAULT_MODEL = "churn-model"
+DEFAULT_TARGET = "churned"
+
+
+# ------------------------------------------------------------------------------------ blocks
+
+
+def load_block(name: str, kinds: list[type]) -> Any:
+    """A saved block by `type-slug/name`, or by bare name among `kinds`; a clear error otherwise."""
+    from prefect.blocks.core import Block
+
+    if "/" in name:
+        return Block.load(name)
+    for kind in kinds:
+        try:
+            return kind.load(name)
+        except ValueError:
+            continue
+    slugs = ", ".join(k.get_block_type_slug() for k in kinds)
+    raise ValueError(f"no block named {name!r} of type {slugs}; save one or pass 'type-slug/name'")
+
+
+def resolve_trainer(name: str | None) -> Any:
+    """The named trainer block ($MODELOPS_TRAINER_BLOCK), else the local trainer."""
+    from blocks.local import LocalTrainer
+
+    name = name or os.environ.get("MODELOPS_TRAINER_BLOCK")
+    if not name:
+        return LocalTrainer()
+    from blocks.vertex import VertexAITrainer
+
+    return load_block(name, [LocalTrainer, VertexAITrainer])
+
+
+def resolve_registry(name: str | None) -> Any:
+    """The named registry block ($MODELOPS_REGISTRY_BLOCK), else the local registry."""
+    from blocks.registry import LocalRegistry, WandbRegistry
+
+    name = name or os.environ.get("MODELOPS_REGISTRY_BLOCK")
+    return load_block(name, [LocalRegistry, WandbRegistry]) if name else LocalRegistry()
+
+
+def model_resource(registry: Any, collection: str, version: str | None = None) -> dict[str, str]:
+    """The model as a Prefect resource, named like W&B names registry artifacts."""
+    entity = getattr(registry, "entity", None) or getattr(registry, "org", "local")
+    project = f"wandb-registry-{registry.registry}"
+    name = f"{collection}:{version}" if version else collection
+    resource = {"prefect.resource.id": f"wandb.artifact.{entity}/{project}/{name}", "prefect.resource.name": name,
+                "wandb.entity": entity, "wandb.project": project, "wandb.collection": collection}
+    if version:
+        resource["wandb.version"] = version
+    return resource
+
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model(trainer: Any, dataset: str, hyperparameters: dict[str, Any], target: str) -> TrainingResult:
+    logger = get_run_logger()
+    result = trainer.train(dataset, hyperparameters, target=target, log=logger.info)
+    logger.info("trained %s (%s): %s", result.job, result.model_uri,
+                ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if not k.startswith("n")))
+    return result
+
+
+@task(name="evaluate-models", cache_policy=NO_CACHE)
+def evaluate_models(result: TrainingResult, production: Any, dataset: str, target: str,
+                    holdout_fraction: float, seed: int, wandb_block: str | None) -> dict[str, Any]:
+    """Score the candidate and the production model on the same held-out rows of `dataset`.
+
+    Models that cannot be loaded here (e.g. a Vertex AI model in Cloud Storage without the gcs extra)
+    are judged by the metrics recorded with them, and the verdict says so.
+    """
+    from flows.drift_data import classify_ref, load_table
+    from training.tabular import ModelFileError, load_model, score, split
+
+    logger = get_run_logger()
+    wandb = None
+    if classify_ref(dataset) == "wandb":
+        from blocks.wandb import WandbCredentials
+
+        wandb = WandbCredentials.load(wandb_block) if wandb_block else WandbCredentials.from_env()
+    _, holdout = split(load_table(dataset, wandb=wandb), target, holdout_fraction, seed)
+    out: dict[str, Any] = {"holdout_rows": len(holdout), "basis": {}}
+
+    def judge(label: str, uri: str, recorded: dict[str, float]) -> dict[str, float]:
+        try:
+            metrics = score(load_model(uri), holdout)
+            out["basis"][label] = f"scored on {len(holdout)} held-out rows"
+        except (ModelFileError, OSError) as exc:
+            logger.warning("%s model not loadable here (%s): using its recorded metrics", label, exc)
+            metrics = dict(recorded)
+            out["basis"][label] = "recorded metrics (model not loadable here)"
+        return metrics
+
+    out["candidate"] = judge("candidate", result.model_uri, result.metrics)
+    out["production"] = None
+    if production is not None:
+        out["production"] = judge("production", production.uri, production.metadata.get("metrics", {}))
+    return out
+
+
+def publish_verdict(model: str, verdict: GateVerdict, evaluation: dict[str, Any], production: Any) -> None:
+    rows = [{**r, "candidate": _num(r["candidate"]), "reference": _num(r["reference"]), "limit": _num(r["limit"])}
+            for r in verdict.rows()]
+    create_table_artifact(key=f"gate-{_key(model)}", table=rows,
+                          description=f"Evaluation gate for {model}: {'PASSED' if verdict.passed else 'REJECTED'}")
+    names = sorted(set(evaluation["candidate"]) | set(evaluation.get("production") or {}))
+    prod = evaluation.get("production") or {}
+    table = "\n".join(f"| {n} | {_num(evaluation['candidate'].get(n))} | {_num(prod.get(n)) if prod else '-'} |"
+                      for n in names if n != "n")
+    create_markdown_artifact(
+        key=f"retrain-{_key(model)}",
+        markdown=(f"# Retrain of `{model}`: {'passed' if verdict.passed else '**rejected**'}\n\n{verdict.reason}\n\n"
+                  f"| metric | candidate | production{f' ({production.version})' if production else ''} |\n"
+                  f"|---|---|---|\n{table}\n\nBasis: "
+                  + "; ".join(f"{k}: {v}" for k, v in evaluation["basis"].items()) + "\n"),
+        description=f"Gate verdict for {model}",
+    )
+
+
+def _num(x: Any) -> Any:
+    return float(f"{x:.6g}") if isinstance(x, float) else x
+
+
+def _key(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+@task(name="register-candidate", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def register_candidate(registry: Any, model: str, result: TrainingResult, metadata: dict[str, Any]) -> Any:
+    existing = _already_registered(registry, model, result.job)
+    if existing is not None:  # a retry after the write landed
+        return existing
+    mv = registry.register(model, _local_file(result.model_uri), metadata=metadata, aliases=["candidate"])
+    if not mv.announced:
+        get_run_logger().warning("registered %s:%s, but its announcement is queued: the receiver did not take it "
+                                 "(it is re-sent by the next registry call or `python -m flows.registry announce`)",
+                                 model, mv.version)
+    return mv
+
+
+def _already_registered(registry: Any, model: str, job: str) -> Any:
+    try:
+        versions = registry.versions(model)
+    except Exception:  # noqa: BLE001 - a registry that cannot list simply gets no shortcut
+        return None
+    return next((v for v in versions if v.metadata.get("training_job") == job), None)
+
+
+def _local_file(uri: str) -> str:
+    if uri.startswith("gs://") or "://" in uri:
+        import fsspec
+
+        local = Path(os.environ.get("MODELOPS_HOME", ".modelops")).resolve() / "downloads" / Path(uri.rstrip("/")).name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        src = uri if not uri.endswith("/") else uri + "model.joblib"
+        with fsspec.open(src, "rb") as fin, open(local, "wb") as fout:
+            fout.write(fin.read())
+        return str(local)
+    return uri
+
+
+# ------------------------------------------------------------------------------------ flow
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return f"retrain-{params.get('model') or DEFAULT_MODEL}-{params.get('reason') or 'manual'}"
+
+
+@flow(name="retrain", flow_run_name=_run_name, log_prints=True)
+def retrain(
+    dataset: str,
+    reason: str = "manual",
+    model: str = DEFAULT_MODEL,
+    target: str = DEFAULT_TARGET,
+    hyperparameters: dict[str, Any] | None = None,
+    floors: dict[str, float] | None = None,
+    max_regression: float = 0.01,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    trainer_block: str | None = None,
+    registry_block: str | None = None,
+    wandb_block: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """Train `model` on `dataset`, gate it against production, register it as `candidate` if it passes."""
+    logger = get_run_logger()
+    logger.info("retrain of %s on %s (reason: %s)", model, dataset, reason)
+    if not dataset:
+        raise ValueError("no dataset to train on: pass `dataset` (set the deployment's default for metric alerts)")
+    policy = GatePolicy(**({"floors": floors} if floors is not None else {}), max_regression=max_regression)
+    hp = {**(hyperparameters or {}), "holdout_fraction": holdout_fraction, "seed": seed}
+
+    trainer = resolve_trainer(trainer_block)
+    registry = resolve_registry(registry_block)
+    production = registry.find(model, "production")
+    logger.info("production model: %s", f"{model}:{production.version}" if production else "none yet")
+
+    result = train_model(trainer, dataset, hp, target)
+    evaluation = evaluate_models(result, production, dataset, target, holdout_fraction, seed, wandb_block)
+    verdict = evaluate_gate(evaluation["candidate"], evaluation["production"], policy)
+    logger.info("gate %s", verdict.reason)
+    publish_verdict(model, verdict, evaluation, production)
+
+    summary: dict[str, Any] = {
+        "model": model, "dataset": dataset, "reason": reason, "passed": verdict.passed, "gate": verdict.reason,
+        "metrics": evaluation["candidate"], "production_version": production.version if production else None,
+        "production_metrics": evaluation["production"], "training_job": result.job, "trainer": result.trainer,
+    }
+    if not verdict.passed:
+        emit_event(event="modelops.model.rejected", resource={**model_resource(registry, model),
+                                                              "modelops.training.job": result.job},
+                   related=_related(dataset), payload={**summary, "checks": verdict.rows()})
+        return {**summary, "registered": None}
+
+    metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
+                "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
+                "hyperparameters": hp, "target": target, "trigger_event_id": event_id}
+    mv = register_candidate(registry, model, result, metadata)
+    logger.info("registered %s:%s as candidate", model, mv.version)
+    emit_event(event="modelops.model.registered", resource=model_resource(registry, model, mv.version),
+               related=_related(dataset),
+               payload={**summary, "version": mv.version, "aliases": list(mv.aliases), "path": mv.path})
+    return {**summary, "registered": mv.version, "aliases": list(mv.aliases), "path": mv.path}
+
+
+def _related(dataset: str) -> list[dict[str, str]]:
+    from flows.drift_check import dataset_resource
+
+    r = dataset_resource(dataset)
+    return [{"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.name": r["prefect.resource.name"],
+             "prefect.resource.role": "dataset"}]
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _floor(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"floor {text!r} must look like metric=value, e.g. accuracy=0.85") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__)
+    p.add_argument("--dataset", required=True, help="local path, gs:// URL or W&B artifact entity/project/name:alias")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registry collection (default {DEFAULT_MODEL})")
+    p.add_argument("--target", default=DEFAULT_TARGET, help=f"label column (default {DEFAULT_TARGET})")
+    p.add_argument("--reason", default="manual")
+    p.add_argument("--params", default="{}", help="hyperparameters as JSON")
+    p.add_argument("--floor", action="append", type=_floor, help="metric=value (repeatable; default accuracy=0.85 f1=0.80)")
+    p.add_argument("--max-regression", type=float, default=0.01)
+    p.add_argument("--trainer-block", help="saved trainer block (type-slug/name or name)")
+    p.add_argument("--registry-block", help="saved registry block (type-slug/name or name)")
+    args = p.parse_args(argv)
+    try:
+        params = json.loads(args.params)
+        if not isinstance(params, dict):
+            raise ValueError("not a JSON object")
+        GatePolicy(**({"floors": dict(args.floor)} if args.floor else {}), max_regression=args.max_regression)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from flows._cli import prepare_prefect_env
+
+    prepare_prefect_env()
+    try:
+        result = retrain(dataset=args.dataset, reason=args.reason, model=args.model, target=args.target,
+                         hyperparameters=params, floors=dict(args.floor) if args.floor else None,
+                         max_regression=args.max_regression, trainer_block=args.trainer_block,
+                         registry_block=args.registry_block)
+    except Exception as exc:  # the CLI reports, the flow run keeps the traceback
+        print(f"retrain failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
