@@ -34,7 +34,7 @@ def served(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
         extra_env={"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "acme/models", "GITHUB_API_URL": fake.base_url},
     )
     st.start_receiver()
-    st.start_serve()
+    st.start_serve("--only", "review-issue")
     try:
         yield st, fake
     finally:

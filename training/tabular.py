@@ -62,7 +62,7 @@ def make_dataset(n_rows: int = 5000, *, seed: int = 0, shift: float = 0.0, targe
     late = rng.binomial(3, 0.15 + 0.05 * min(max(shift, 0), 1), n_rows)
     plan = rng.choice(["basic", "standard", "premium"], n_rows, p=[0.5, 0.35, 0.15])
     plan_effect = pd.Series(plan).map({"basic": 0.6, "standard": 0.0, "premium": -0.7}).to_numpy()
-    logit = 3.0 * (0.6 - 0.06 * tenure + 0.025 * (monthly - 65) + 0.55 * (calls - 1.5) - 0.004 * usage
+    logit = 4.5 * (0.6 - 0.06 * tenure + 0.025 * (monthly - 65) + 0.55 * (calls - 1.5) - 0.004 * usage
                    + 0.6 * late + plan_effect + 0.35 * shift * (calls - 1.5))
     churned = rng.random(n_rows) < 1 / (1 + np.exp(-logit))
     return pd.DataFrame({

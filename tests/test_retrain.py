@@ -1,0 +1,166 @@
+"""retrain under the session's Prefect server: train -> gate against production -> register -> event.
+
+The flow runs in-process for the decision paths, and through its deployment trigger for the chain:
+a `modelops.drift.detected` event -> the served `retrain` deployment -> a `candidate` in the local
+registry -> `modelops.model.registered`, and the registry's W&B-shaped announcement back in Prefect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from blocks.registry import LocalRegistry
+from deployments.stack import Stack
+from flows.retrain import main as retrain_cli
+from flows.retrain import retrain
+from tests.helpers import flow_runs, read_events, wait_until
+from training.tabular import make_dataset
+
+SECRET = "retrain-test-secret"
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("retrain-data")
+    out = {}
+    for name, seed, shift in (("old", 1, 0.0), ("new", 2, 1.0)):
+        out[name] = str(d / f"churn-{name}.parquet")
+        make_dataset(2500, seed=seed, shift=shift).to_parquet(out[name])
+    return out
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> Path:
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("MODELOPS_RECEIVER_URL", raising=False)
+    return tmp_path
+
+
+def model_events(api: str, event: str, model: str) -> list[dict[str, Any]]:
+    return read_events(api, event=event, resource_prefix=f"wandb.artifact.local/wandb-registry-model/{model}")
+
+
+def test_first_model_registers_as_candidate(home: Path, datasets: dict[str, str], prefect_api: str) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    result = retrain(dataset=datasets["old"], model=model, reason="drift")
+
+    assert result["passed"] and result["registered"] == "v0" and result["aliases"] == ["candidate"]
+    assert result["production_version"] is None and "no production model" in result["gate"]
+    mv = LocalRegistry().get(model, "candidate")
+    assert mv.metadata["training_job"] == result["training_job"] and mv.metadata["dataset"] == datasets["old"]
+    assert mv.metadata["metrics"]["accuracy"] == result["metrics"]["accuracy"] >= 0.85
+    (event,) = wait_until(lambda: model_events(prefect_api, "modelops.model.registered", model), 30,
+                          message="modelops.model.registered")
+    assert event["resource"]["prefect.resource.id"] == f"wandb.artifact.local/wandb-registry-model/{model}:v0"
+    assert event["payload"]["metrics"]["f1"] == result["metrics"]["f1"]
+    roles = {r["prefect.resource.role"] for r in event["related"]}
+    assert {"dataset", "flow-run"} <= roles, roles
+    artifact = httpx.post(f"{prefect_api}/artifacts/filter",
+                          json={"artifacts": {"key": {"any_": [f"gate-{model}"]}}}).json()
+    assert artifact and artifact[0]["type"] == "table"
+
+
+def test_candidate_is_judged_against_production_on_the_same_rows(home: Path, datasets: dict[str, str],
+                                                                  prefect_api: str) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    first = retrain(dataset=datasets["old"], model=model)
+    LocalRegistry().set_alias(model, first["registered"], "production")
+
+    second = retrain(dataset=datasets["new"], model=model, reason="drift")
+    assert second["production_version"] == "v0"
+    # production was re-scored on the new data's held-out rows, not taken from its old metadata
+    assert second["production_metrics"]["accuracy"] != first["metrics"]["accuracy"]
+    assert second["passed"] and second["registered"] == "v1"
+    assert second["metrics"]["accuracy"] > second["production_metrics"]["accuracy"], "retraining on new data helps"
+    registry = LocalRegistry()
+    assert registry.get(model, "production").version == "v0" and registry.get(model, "candidate").version == "v1"
+
+
+def test_a_candidate_below_the_floor_is_rejected_and_not_registered(home: Path, datasets: dict[str, str],
+                                                                    prefect_api: str) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    result = retrain(dataset=datasets["old"], model=model, floors={"accuracy": 0.99})
+    assert not result["passed"] and result["registered"] is None
+    assert "accuracy" in result["gate"] and "breaks the floor 0.99" in result["gate"]
+    assert LocalRegistry().versions(model) == []
+    (event,) = wait_until(lambda: model_events(prefect_api, "modelops.model.rejected", model), 30,
+                          message="modelops.model.rejected")
+    assert event["payload"]["gate"] == result["gate"]
+
+
+def test_bad_input_fails_before_training(home: Path, datasets: dict[str, str], capsys) -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="floors.accuracy"):
+        retrain(dataset=datasets["old"], model="m", floors={"accuracy": "high"})
+    with pytest.raises(ValueError, match="max_regression must be >= 0"):
+        retrain(dataset=datasets["old"], model="m", max_regression=-0.1)
+    with pytest.raises(ValueError, match="no dataset to train on"):
+        retrain(dataset="", model="m")
+    assert not (home / "training").exists(), "nothing was trained"
+    with pytest.raises(SystemExit) as exit_:
+        retrain_cli(["--dataset", datasets["old"], "--floor", "accuracy"])
+    assert exit_.value.code == 2
+    assert "must look like metric=value" in capsys.readouterr().err
+
+
+def test_cli_runs_the_flow(home: Path, datasets: dict[str, str], capsys) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    assert retrain_cli(["--dataset", datasets["old"], "--model", model, "--floor", "accuracy=0.8"]) == 0
+    assert '"registered": "v0"' in capsys.readouterr().out
+    assert retrain_cli(["--dataset", str(home / "missing.parquet"), "--model", model]) == 1
+    assert "table file not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ through the trigger
+
+
+@pytest.fixture(scope="module")
+def served(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    st = Stack(tmp_path_factory.mktemp("retrain-e2e"), prefect_port=prefect_stack.prefect_port, webhook_secret=SECRET)
+    st.start_receiver()
+    st.start_serve("--only", "retrain", deployments=("retrain",))
+    try:
+        yield st
+    finally:
+        st.stop()
+        deployment = httpx.get(f"{st.api_url}/deployments/name/retrain/retrain").json()
+        httpx.delete(f"{st.api_url}/automations/owned-by/prefect.deployment.{deployment['id']}")
+
+
+def test_drift_detected_event_retrains_through_the_deployment(served: Stack, datasets: dict[str, str]) -> None:
+    event_id = str(uuid.uuid4())
+    event = {
+        "id": event_id, "occurred": datetime.now(timezone.utc).isoformat(), "event": "modelops.drift.detected",
+        "resource": {"prefect.resource.id": f"modelops.dataset.{datasets['new']}", "prefect.resource.name": "churn-new"},
+        "payload": {"dataset": datasets["new"], "reference": datasets["old"], "drift_detected": True,
+                    "drifted_features": ["support_calls"]},
+    }
+    assert httpx.post(f"{served.api_url}/events", json=[event]).status_code == 204
+
+    def finished() -> list[dict[str, Any]]:
+        return [r for r in flow_runs(served.api_url, flow_name="retrain")
+                if r["parameters"].get("event_id") == event_id and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+
+    (run,) = wait_until(finished, 120, message="the retrain run started by the drift event")
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert run["deployment_id"] and run["parameters"]["dataset"] == datasets["new"]
+    assert run["parameters"]["reason"] == "drift"
+
+    registry = LocalRegistry(path=str(served.home / "registry"))
+    candidate = registry.get("churn-model", "candidate")
+    assert candidate.metadata["trigger_event_id"] == event_id and candidate.metadata["reason"] == "drift"
+    registered = wait_until(lambda: [e for e in model_events(served.api_url, "modelops.model.registered", "churn-model")
+                                     if e["payload"]["training_job"] == candidate.metadata["training_job"]],
+                            30, message="modelops.model.registered")
+    assert registered[0]["payload"]["version"] == candidate.version
+    # the local registry announced the new candidate like W&B would: back through the receiver
+    wait_until(lambda: [e for e in model_events(served.api_url, "wandb.artifact.alias-added", "churn-model")
+                        if e["resource"]["wandb.version"] == candidate.version
+                        and e["resource"]["wandb.alias"] == "candidate"], 30, message="the candidate alias event")
