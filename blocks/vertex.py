@@ -70,7 +70,9 @@ class VertexAITrainer(Block):
     )
     project: str = Field(default="", description="GCP project ID; empty means the credentials' project.")
     location: str = Field(default="us-central1", description="Vertex AI region, e.g. us-central1.")
-    staging_bucket: str = Field(description="Bucket for job outputs, as gs://bucket[/prefix].", examples=["gs://acme-ml"])
+    staging_bucket: str = Field(
+        description="Bucket for job outputs, as gs://bucket[/prefix].", examples=["gs://acme-ml"]
+    )
     base_output_dir: str = Field(
         default="",
         description="gs:// directory for the job's outputs (the model goes to <dir>/model/); empty means "
@@ -144,7 +146,9 @@ class VertexAITrainer(Block):
                 raise ValueError(f"api_endpoint must be a host (us-central1-aiplatform.googleapis.com) or an "
                                  f"http(s) URL without a path, got {value!r}")
         elif "/" in value:
-            raise ValueError(f"api_endpoint must be a host such as us-central1-aiplatform.googleapis.com, got {value!r}")
+            raise ValueError(
+                f"api_endpoint must be a host such as us-central1-aiplatform.googleapis.com, got {value!r}"
+            )
         return value
 
     @field_validator("storage_endpoint")
@@ -217,7 +221,9 @@ class VertexAITrainer(Block):
             raise VertexConfigError(problem)
         project = self.project or (self.gcp_credentials.project or "")
         if not project:
-            raise VertexConfigError("no GCP project: set `project` on the VertexAITrainer block or on its GcpCredentials")
+            raise VertexConfigError(
+                "no GCP project: set `project` on the VertexAITrainer block or on its GcpCredentials"
+            )
         try:
             params = json.dumps(hyperparameters, sort_keys=True)
         except (TypeError, ValueError) as exc:
@@ -229,7 +235,7 @@ class VertexAITrainer(Block):
         model_dir = f"{base_output_dir}/model/"
         credentials = self.gcp_credentials.get_credentials_from_service_account()
 
-        job = self._submit(project, credentials, display_name, base_output_dir, args, log)
+        job = self._submit(project, credentials, display_name, base_output_dir, args)
         name = job.resource_name
         console_url = _console_url(job)
         log(f"vertex job {name} submitted ({display_name})" + (f": {console_url}" if console_url else ""))
@@ -237,7 +243,9 @@ class VertexAITrainer(Block):
 
         state = resource.state.name
         if state in _CANCELLED_STATES:
-            raise TrainingError(f"vertex job {name} was cancelled ({state}){_job_error(resource)}", job=name, state=state)
+            raise TrainingError(
+                f"vertex job {name} was cancelled ({state}){_job_error(resource)}", job=name, state=state
+            )
         if state != SUCCEEDED:
             raise TrainingError(f"vertex job {name} failed ({state}){_job_error(resource)}", job=name, state=state)
 
@@ -266,15 +274,15 @@ class VertexAITrainer(Block):
         return [pool]
 
     def _submit(
-        self, project: str, credentials: Credentials, display_name: str, base_output_dir: str,
-        args: list[str], log: LogFn,
+        self, project: str, credentials: Credentials, display_name: str, base_output_dir: str, args: list[str]
     ) -> CustomJob:
+        """Create the custom job (one create request, never retried) and return the SDK's job object."""
         from google.api_core import exceptions as api_exceptions
         from google.auth import exceptions as auth_exceptions
         from google.cloud import aiplatform
 
         where = self.api_endpoint or f"the {self.location} Vertex AI endpoint"
-        accelerators = [name for name in aiplatform.gapic.AcceleratorType.__members__ if not name.endswith("UNSPECIFIED")]
+        accelerators = [a for a in aiplatform.gapic.AcceleratorType.__members__ if not a.endswith("_UNSPECIFIED")]
         if self.accelerator_type and self.accelerator_type not in accelerators:
             raise VertexConfigError(
                 f"accelerator_type {self.accelerator_type!r} is not a Vertex AI accelerator type; "
@@ -315,7 +323,7 @@ class VertexAITrainer(Block):
             )
         except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError, OSError) as exc:
             raise TrainingError(
-                f"could not submit vertex job {display_name} to {where}: {_describe(exc)}", state=None
+                f"could not submit vertex job {display_name} to {where}: {_describe(exc)}"
             ) from exc
         return job
 
@@ -331,8 +339,10 @@ class VertexAITrainer(Block):
                     resource = job.api_client.get_custom_job(name=name, timeout=_REQUEST_TIMEOUT)
                 except Exception as exc:  # noqa: BLE001 - classified below
                     if not _is_transient(exc):
-                        raise TrainingError(f"reading the state of vertex job {name} failed: {_describe(exc)}",
-                                            job=name, state=state or None) from exc
+                        raise TrainingError(
+                            f"reading the state of vertex job {name} failed: {_describe(exc)}; the job may still be "
+                            "running", job=name, state=state or None,
+                        ) from exc
                     failures += 1
                     if failures >= _MAX_POLL_FAILURES:
                         raise TrainingError(
@@ -435,19 +445,15 @@ def _gs_uri(value: str, field: str, example: str) -> str:
 
 def _is_transient(exc: BaseException) -> bool:
     """True for errors worth another try: 5xx, 429, timeouts and dropped connections."""
+    import requests  # the REST transport's HTTP client (google-auth's AuthorizedSession)
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
 
-    if isinstance(exc, (api_exceptions.ServerError, api_exceptions.TooManyRequests, api_exceptions.RetryError)):
-        return True
-    if isinstance(exc, auth_exceptions.TransportError):
-        return True
-    try:
-        import requests
-    except ImportError:  # pragma: no cover - requests comes with google-auth's transport
-        return isinstance(exc, (ConnectionError, TimeoutError))
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                            ConnectionError, TimeoutError))
+    return isinstance(exc, (
+        api_exceptions.ServerError, api_exceptions.TooManyRequests, auth_exceptions.TransportError,
+        requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+        ConnectionError, TimeoutError,
+    ))
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,6 +20,14 @@ def render_trigger_parameters(parameters: dict[str, Any], body: dict[str, Any]) 
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
 
     event = parse_body(json.dumps(body).encode()).to_prefect(str(uuid.uuid4()), datetime.now(timezone.utc).isoformat())
+    return render_event_parameters(parameters, event)
+
+
+def render_event_parameters(parameters: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
     received = ReceivedEvent.model_validate({**event, "received": event["occurred"]})
     action = RunDeployment(source="selected", deployment_id=uuid.uuid4(), parameters=parameters)
     upgraded = dict(action.parameters or {})
@@ -103,11 +111,49 @@ def test_prefect_deploy_all_creates_every_deployment_and_trigger(prefect_api: st
             assert deployment["work_pool_name"] == "modelops-process"
             automations = httpx.get(f"{prefect_api}/automations/related-to/prefect.deployment.{deployment['id']}").json()
             assert {a["name"] for a in automations} == {t["name"] for t in d["triggers"]}
-            (automation,) = automations
-            assert automation["trigger"]["expect"] == d["triggers"][0]["expect"]
+            for automation in automations:
+                (t,) = [t for t in d["triggers"] if t["name"] == automation["name"]]
+                assert automation["trigger"]["expect"] == t["expect"]
+            if name == "retrain/retrain":
+                assert deployment["global_concurrency_limit"]["limit"] == 1
+                assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     finally:
         for name in names:
             r = httpx.get(f"{prefect_api}/deployments/name/{name}")
             if r.status_code == 200:
                 httpx.delete(f"{prefect_api}/automations/owned-by/prefect.deployment.{r.json()['id']}")
                 httpx.delete(f"{prefect_api}/deployments/{r.json()['id']}")
+
+
+def retrain_trigger(name: str) -> dict[str, Any]:
+    (d,) = [d for d in read_project()["deployments"] if d["name"] == "retrain"]
+    (t,) = [t for t in d["triggers"] if t["name"] == name]
+    return t
+
+
+def test_retrain_trigger_on_drift_takes_the_drifted_dataset() -> None:
+    t = retrain_trigger("retrain on drift")
+    assert t["expect"] == ["modelops.drift.detected"]
+    event = {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
+             "event": "modelops.drift.detected",
+             "resource": {"prefect.resource.id": "wandb.artifact.acme/churn/churn-data:v7"},
+             "payload": {"dataset": "acme/churn/churn-data:v7", "reference": "acme/churn/churn-data:reference"}}
+    params = render_event_parameters(t["parameters"], event)
+    assert params == {"dataset": "acme/churn/churn-data:v7", "reason": "drift", "event_id": event["id"]}
+
+
+def test_retrain_trigger_on_a_wandb_metric_alert() -> None:
+    t = retrain_trigger("retrain on W&B metric alert")
+    assert t["expect"] == ["wandb.run.metric"]
+    body = {"event_type": "RUN_METRIC", "entity_name": "acme", "project_name": "churn", "run_id": "abc123",
+            "metric_name": "val_accuracy", "metric_value": "0.71"}
+    params = render_trigger_parameters(t["parameters"], body)
+    assert params["reason"] == "metric val_accuracy"
+    assert "dataset" not in params, "metric alerts train on the deployment's own `dataset` parameter"
+    minimal = render_trigger_parameters(t["parameters"], {"event_type": "RUN_METRIC_ZSCORE"})
+    assert minimal["reason"] == "metric alert"
+
+    from flows.retrain import retrain
+    from prefect.utilities.callables import parameter_schema
+
+    assert set(params) <= set(parameter_schema(retrain).properties)

@@ -8,6 +8,7 @@ server is involved: building the blocks and training must not need the Prefect A
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from blocks.training import TrainingError
 from blocks.vertex import VertexAITrainer, VertexConfigError
-from tests.fakes.gcp_api import FakeGcp
+from tests.fakes.gcp_api import FakeGcp, new_rsa_key
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "modelops-test"
@@ -40,9 +41,14 @@ def fake() -> Iterator[FakeGcp]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def rsa_key() -> Any:
+    return new_rsa_key()
+
+
 @pytest.fixture
-def sa_info(fake: FakeGcp) -> dict[str, str]:
-    return fake.new_service_account(PROJECT)
+def sa_info(fake: FakeGcp, rsa_key: Any) -> dict[str, str]:
+    return fake.new_service_account(PROJECT, key=rsa_key)
 
 
 def make_trainer(fake: FakeGcp, sa_info: dict[str, str], **fields: Any) -> VertexAITrainer:
@@ -134,8 +140,8 @@ def test_submits_the_job_spec_polls_and_returns_model_and_metrics(fake, sa_info)
         f"vertex job {name}: JOB_STATE_RUNNING",
         f"vertex job {name}: JOB_STATE_SUCCEEDED",
     ]
-    metrics_path = base[len("gs://"):].replace("acme-ml/", "", 1) + "/model/metrics.json"
-    assert fake.calls("GET", f"^/download/storage/v1/b/acme-ml/o/{metrics_path}$")
+    metrics_object = re.escape(base[len(BUCKET) + 1:] + "/model/metrics.json")
+    assert fake.calls("GET", f"^/download/storage/v1/b/acme-ml/o/{metrics_object}$")
 
     # every API call was authenticated with the service account: a self-signed JWT for Vertex AI
     # (GAPIC clients), an access token from the token endpoint for Cloud Storage
@@ -343,7 +349,9 @@ def test_polling_gives_up_after_repeated_failures_without_cancelling(fake, sa_in
     fake.fail_next("GET", JOB_GET, 503, times=10)
 
     with pytest.raises(TrainingError, match="failed 5 times in a row .*the job may still be running"):
-        make_trainer(fake, sa_info).train(DATASET, PARAMS, target="churned")
+        make_trainer(fake, sa_info, poll_interval_seconds=0.01).train(DATASET, PARAMS, target="churned")
+
+    assert len(fake.calls("GET", JOB_GET)) == 5
 
     assert not fake.calls(pattern=":cancel$"), "losing sight of a job is not a reason to kill it"
 
@@ -371,32 +379,43 @@ def test_credentials_the_server_does_not_trust_are_refused(fake, sa_info):
 
 # -- import cost ------------------------------------------------------------------------------------
 
-
-def test_importing_the_block_module_does_not_import_aiplatform():
-    """blocks.vertex imports the cloud SDKs only inside `train`.
-
-    prefect_gcp itself imports google.cloud.aiplatform when it is importable (its package imports
-    its Vertex AI worker, and credentials.py tries `google.cloud.aiplatform.gapic`), so this checks
-    with aiplatform made unimportable, as prefect-gcp without its aiplatform extra would see it:
-    the block module must still import, and must not have imported aiplatform on its own.
+# prefect_gcp itself imports google.cloud.aiplatform when it is importable (its package imports its
+# Vertex AI worker, and credentials.py tries `google.cloud.aiplatform.gapic`), so the check makes
+# aiplatform unimportable, as prefect-gcp installed without its aiplatform extra would see it: the
+# block module must still import, and must not have imported aiplatform on its own.
+IMPORT_CHECK = textwrap.dedent(
     """
-    code = textwrap.dedent(
-        """
-        import importlib.abc, sys
+    import importlib.abc, sys
 
-        class NoAiplatform(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[:3] == ["google", "cloud", "aiplatform"] or name.startswith("google.cloud.aiplatform_"):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
+    class NoAiplatform(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[:3] == ["google", "cloud", "aiplatform"] or name.startswith("google.cloud.aiplatform_"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
 
-        sys.meta_path.insert(0, NoAiplatform())
-        import blocks.vertex
-        loaded = sorted(m for m in sys.modules if "aiplatform" in m or m.startswith("google.cloud.storage"))
-        print(loaded)
-        assert not [m for m in loaded if "aiplatform" in m], loaded
-        assert blocks.vertex.VertexAITrainer.get_block_type_slug() == "vertex-ai-trainer"
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    sys.meta_path.insert(0, NoAiplatform())
+    import blocks.vertex
+    loaded = sorted(m for m in sys.modules if "aiplatform" in m)
+    assert not loaded, loaded
+    assert blocks.vertex.VertexAITrainer.get_block_type_slug() == "vertex-ai-trainer"
+    print("ok")
+    """
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def import_check() -> Iterator[subprocess.Popen[str]]:
+    """The import check's subprocess, started with the module's first test so that its ~5 s of imports
+    overlap the HTTP tests; `test_importing_the_block_module_does_not_import_aiplatform` collects it."""
+    process = subprocess.Popen([sys.executable, "-c", IMPORT_CHECK], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_importing_the_block_module_does_not_import_aiplatform(import_check):
+    """blocks.vertex imports the cloud SDKs only inside `train` (checked in a fresh interpreter)."""
+    out, err = import_check.communicate(timeout=120)
+    assert import_check.returncode == 0 and out.strip() == "ok", out + err
