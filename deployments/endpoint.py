@@ -1,0 +1,366 @@
+"""The local model endpoint: a real HTTP prediction server with weighted routing between deployed
+model versions and per-version metrics. `python -m deployments.endpoint --host H --port P`.
+
+Serving
+  POST /v1/predict                 {"instances": [{feature: value, ...}, ...]}
+                                   -> 200 {"predictions", "probabilities", "deployed_model_id", "model"}
+Admin (what `blocks.local_endpoint.LocalEndpoint` calls; the same operations as a Vertex AI endpoint)
+  GET    /v1/endpoint              -> {"deployed_models": [...], "traffic_split": {id: pct}}
+  POST   /v1/deployed-models       {"model_uri", "display_name", "fault"?} -> 201 {"id"} (200 if that
+                                   display name is already deployed: idempotent)
+  PUT    /v1/traffic               {"traffic_split": {id: pct}} (integers summing to 100, deployed ids)
+  DELETE /v1/deployed-models/{id}  -> 204; 409 while it still has traffic; 404 unknown
+  GET    /v1/deployed-models/{id}/stats?since=EPOCH&until=EPOCH -> {"requests", "errors", "latencies_ms"}
+  POST   /v1/faults                {"method", "path", "count", "status"}: the next `count` admin calls
+                                   to that route answer `status` (for fault tests and demos)
+  GET    /healthz
+
+Each request is routed by the live split. A version deployed with `fault: {"error_rate": 0.2,
+"extra_latency_ms": 50}` fails that share of its requests and answers that much slower: the demo's
+faulty model. Deployed models and the split are kept in a state file, so a restarted endpoint
+serves what it served before: the split is the canary's source of truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger("modelops.endpoint")
+
+MAX_SAMPLES = 5000  # latency samples returned per stats call
+MAX_RECORDS = 500_000  # per deployed model, in memory
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Deployed:
+    id: str
+    display_name: str
+    model_uri: str
+    fault: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    model: Any = None  # the loaded bundle
+    records: deque = field(default_factory=lambda: deque(maxlen=MAX_RECORDS))  # (ts, ok, latency_ms)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "display_name": self.display_name, "model_uri": self.model_uri,
+                "fault": dict(self.fault), "created": self.created}
+
+
+def check_fault(fault: Any) -> dict[str, float]:
+    if fault in (None, {}):
+        return {}
+    if not isinstance(fault, dict) or set(fault) - {"error_rate", "extra_latency_ms"}:
+        raise ApiError(422, "fault must be an object with error_rate (0..1) and/or extra_latency_ms (>= 0)")
+    out = {}
+    for key, value in fault.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(422, f"fault.{key} must be a number, got {value!r}")
+        out[key] = float(value)
+    if not 0 <= out.get("error_rate", 0) <= 1 or out.get("extra_latency_ms", 0) < 0:
+        raise ApiError(422, f"fault out of range: {out}")
+    return out
+
+
+class EndpointState:
+    """Deployed models, the traffic split and the per-model request records; persisted to `path`."""
+
+    def __init__(self, path: Path | None, seed: int | None = None) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.models: dict[str, Deployed] = {}
+        self.split: dict[str, int] = {}
+        self.rng = random.Random(seed)
+        self.faults: dict[tuple[str, str], list[int]] = {}  # (method, path) -> [remaining, status]
+        if path and path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        doc = json.loads(self.path.read_text())
+        for m in doc.get("deployed_models", []):
+            d = Deployed(id=m["id"], display_name=m["display_name"], model_uri=m["model_uri"],
+                         fault=m.get("fault") or {}, created=m.get("created", time.time()))
+            d.model = _load_model(d.model_uri)
+            self.models[d.id] = d
+        self.split = {k: int(v) for k, v in doc.get("traffic_split", {}).items() if k in self.models}
+        log.info("restored %d deployed model(s), split %s", len(self.models), self.split)
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        doc = {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": self.split}
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            return {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": dict(self.split)}
+
+    def deploy(self, model_uri: str, display_name: str, fault: dict[str, float]) -> tuple[str, bool]:
+        with self.lock:
+            for m in self.models.values():
+                if m.display_name == display_name:
+                    return m.id, False
+        bundle = _load_model(model_uri)  # outside the lock: loading may take a moment
+        with self.lock:
+            for m in self.models.values():
+                if m.display_name == display_name:
+                    return m.id, False
+            d = Deployed(id=f"dm-{uuid.uuid4().hex[:10]}", display_name=display_name, model_uri=model_uri,
+                         fault=fault, model=bundle)
+            self.models[d.id] = d
+            if not self.split:  # the first model serves everything
+                self.split = {d.id: 100}
+            self._save()
+            log.info("deployed %s as %s", display_name, d.id)
+            return d.id, True
+
+    def set_traffic(self, split: Any) -> None:
+        if not isinstance(split, dict) or not split:
+            raise ApiError(400, "traffic_split must be a non-empty object {deployed_model_id: percent}")
+        out: dict[str, int] = {}
+        for key, value in split.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ApiError(400, f"traffic for {key!r} must be an integer percent 0..100, got {value!r}")
+            out[key] = value
+        if sum(out.values()) != 100:
+            raise ApiError(400, f"traffic_split must sum to 100, got {sum(out.values())}")
+        with self.lock:
+            unknown = sorted(set(out) - set(self.models))
+            if unknown:
+                raise ApiError(400, f"traffic_split names models that are not deployed: {', '.join(unknown)}")
+            self.split = {k: v for k, v in out.items() if v > 0}
+            self._save()
+            log.info("traffic split %s", self.split)
+
+    def undeploy(self, deployed_id: str) -> None:
+        with self.lock:
+            if deployed_id not in self.models:
+                raise ApiError(404, f"no deployed model {deployed_id}")
+            if self.split.get(deployed_id, 0) > 0:
+                raise ApiError(409, f"{deployed_id} still has {self.split[deployed_id]}% of the traffic: shift it first")
+            del self.models[deployed_id]
+            self._save()
+            log.info("undeployed %s", deployed_id)
+
+    def route(self) -> Deployed:
+        with self.lock:
+            if not self.split:
+                raise ApiError(503, "no model is serving: the endpoint has no traffic split")
+            ids, weights = zip(*self.split.items())
+            return self.models[self.rng.choices(ids, weights=weights)[0]]
+
+    def stats(self, deployed_id: str, since: float, until: float) -> dict[str, Any]:
+        with self.lock:
+            if deployed_id not in self.models:
+                raise ApiError(404, f"no deployed model {deployed_id}")
+            records = [r for r in self.models[deployed_id].records if since <= r[0] < until]
+        latencies = [r[2] for r in records]
+        if len(latencies) > MAX_SAMPLES:
+            latencies = random.Random(0).sample(latencies, MAX_SAMPLES)
+        return {"requests": len(records), "errors": sum(1 for r in records if not r[1]), "latencies_ms": latencies}
+
+    def take_fault(self, method: str, path: str) -> int | None:
+        with self.lock:
+            for (m, p), entry in list(self.faults.items()):
+                if m == method and (p == path or (p.endswith("*") and path.startswith(p[:-1]))) and entry[0] > 0:
+                    entry[0] -= 1
+                    return entry[1]
+        return None
+
+
+def _load_model(uri: str) -> Any:
+    from training.tabular import ModelFileError, load_model
+
+    try:
+        return load_model(uri)
+    except ModelFileError as exc:
+        raise ApiError(422, f"cannot deploy {uri}: {exc}") from None
+
+
+def _predict(d: Deployed, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    import pandas as pd
+
+    bundle = d.model
+    frame = pd.DataFrame(instances)
+    missing = [c for c in bundle["features"] if c not in frame.columns]
+    if missing:
+        raise ApiError(400, f"instances lack the model's feature(s): {', '.join(missing)}")
+    pipeline = bundle["pipeline"]
+    features = pipeline[:-1].transform(frame[bundle["features"]])  # once, for both answers
+    model = pipeline[-1]
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        predictions = model.classes_[proba.argmax(axis=1)].tolist()
+        return {"predictions": predictions, "probabilities": [round(float(p), 6) for p in proba[:, -1]]}
+    return {"predictions": model.predict(features).tolist()}
+
+
+def build_app(state: EndpointState) -> Starlette:
+    def error(exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def admin_guard(request: Request) -> None:
+        status = state.take_fault(request.method, request.url.path)
+        if status is not None:
+            raise ApiError(status, f"injected fault on {request.method} {request.url.path}")
+
+    async def body(request: Request) -> dict[str, Any]:
+        try:
+            doc = json.loads(await request.body())
+        except ValueError:
+            raise ApiError(400, "body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "body must be a JSON object")
+        return doc
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            doc = await body(request)
+            instances = doc.get("instances")
+            if not isinstance(instances, list) or not instances or not all(isinstance(i, dict) for i in instances):
+                raise ApiError(400, "instances must be a non-empty list of objects")
+            d = state.route()
+        except ApiError as exc:
+            return error(exc)
+        ok = True
+        try:
+            extra = d.fault.get("extra_latency_ms", 0)
+            if extra:
+                await asyncio.sleep(extra / 1000)
+            if d.fault.get("error_rate") and state.rng.random() < d.fault["error_rate"]:
+                raise ApiError(500, f"model {d.display_name} failed (injected fault)")
+            result = await run_in_threadpool(_predict, d, instances)
+            return JSONResponse({**result, "deployed_model_id": d.id, "model": d.display_name})
+        except ApiError as exc:
+            ok = exc.status < 500  # a client's bad request is not the model's error
+            return error(exc)
+        except Exception as exc:  # noqa: BLE001 - a model crash is a 500 counted against the model
+            ok = False
+            log.exception("prediction failed on %s", d.id)
+            return JSONResponse({"error": f"prediction failed: {type(exc).__name__}"}, status_code=500)
+        finally:
+            d.records.append((time.time(), ok, (time.perf_counter() - started) * 1000))
+
+    async def describe(request: Request) -> Response:
+        try:
+            await admin_guard(request)
+        except ApiError as exc:
+            return error(exc)
+        return JSONResponse(state.describe())
+
+    async def deploy(request: Request) -> Response:
+        try:
+            await admin_guard(request)
+            doc = await body(request)
+            uri, name = doc.get("model_uri"), doc.get("display_name")
+            if not isinstance(uri, str) or not uri or not isinstance(name, str) or not name:
+                raise ApiError(422, "model_uri and display_name are required strings")
+            deployed_id, created = await run_in_threadpool(state.deploy, uri, name, check_fault(doc.get("fault")))
+        except ApiError as exc:
+            return error(exc)
+        return JSONResponse({"id": deployed_id, "created": created}, status_code=201 if created else 200)
+
+    async def traffic(request: Request) -> Response:
+        try:
+            await admin_guard(request)
+            state.set_traffic((await body(request)).get("traffic_split"))
+        except ApiError as exc:
+            return error(exc)
+        return JSONResponse({"traffic_split": state.describe()["traffic_split"]})
+
+    async def undeploy(request: Request) -> Response:
+        try:
+            await admin_guard(request)
+            state.undeploy(request.path_params["id"])
+        except ApiError as exc:
+            return error(exc)
+        return Response(status_code=204)
+
+    async def stats(request: Request) -> Response:
+        try:
+            await admin_guard(request)
+            since = float(request.query_params.get("since", 0))
+            until = float(request.query_params.get("until", time.time() + 1))
+            return JSONResponse(state.stats(request.path_params["id"], since, until))
+        except ValueError:
+            return error(ApiError(400, "since/until must be epoch seconds"))
+        except ApiError as exc:
+            return error(exc)
+
+    async def faults(request: Request) -> Response:
+        try:
+            doc = await body(request)
+            count, status = int(doc.get("count", 1)), int(doc.get("status", 503))
+            method, path = str(doc["method"]).upper(), str(doc["path"])
+        except (ApiError, KeyError, ValueError):
+            return error(ApiError(400, "faults need method, path, count, status"))
+        with state.lock:
+            state.faults[(method, path)] = [count, status]
+        return JSONResponse({"method": method, "path": path, "count": count, "status": status})
+
+    async def healthz(request: Request) -> Response:
+        d = state.describe()
+        return JSONResponse({"status": "ok", "deployed": len(d["deployed_models"]), "traffic_split": d["traffic_split"]})
+
+    return Starlette(routes=[
+        Route("/v1/predict", predict, methods=["POST"]),
+        Route("/v1/endpoint", describe, methods=["GET"]),
+        Route("/v1/deployed-models", deploy, methods=["POST"]),
+        Route("/v1/traffic", traffic, methods=["PUT"]),
+        Route("/v1/deployed-models/{id}", undeploy, methods=["DELETE"]),
+        Route("/v1/deployed-models/{id}/stats", stats, methods=["GET"]),
+        Route("/v1/faults", faults, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m deployments.endpoint", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8788)
+    p.add_argument("--state", default=os.environ.get("MODELOPS_ENDPOINT_STATE", ".modelops/endpoint-state.json"),
+                   help="state file: deployed models and split survive a restart")
+    p.add_argument("--seed", type=int, default=None, help="seed the router (reproducible demos)")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    path = Path(args.state).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import uvicorn
+
+    uvicorn.run(build_app(EndpointState(path, seed=args.seed)), host=args.host, port=args.port,
+                log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
