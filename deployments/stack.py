@@ -83,6 +83,7 @@ class Stack:
     home: Path
     prefect_port: int | None = None
     receiver_port: int | None = None
+    endpoint_port: int | None = None
     webhook_secret: str | None = "local-demo-secret"
     webhook_token: str | None = None
     database_url: str | None = None
@@ -96,6 +97,7 @@ class Stack:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.prefect_port = self.prefect_port or free_port()
         self.receiver_port = self.receiver_port or free_port()
+        self.endpoint_port = self.endpoint_port or free_port()
 
     # ----------------------------------------------------------------- addresses and env
 
@@ -110,6 +112,10 @@ class Stack:
     @property
     def hook_url(self) -> str:
         return f"http://127.0.0.1:{self.receiver_port}/hooks/wandb"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.endpoint_port}"
 
     def env(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -179,11 +185,19 @@ class Stack:
         wait_for(f"http://127.0.0.1:{self.receiver_port}/healthz", timeout, "webhook receiver", svc.proc, svc.log)
         return svc
 
+    def start_endpoint(self, *extra_args: str, timeout: float = 60) -> Service:
+        """The local model endpoint (`python -m deployments.endpoint`), its state kept in home."""
+        args = [sys.executable, "-m", "deployments.endpoint", "--host", "127.0.0.1", "--port", str(self.endpoint_port),
+                "--state", str(self.home / "endpoint-state.json"), *extra_args]
+        svc = self._spawn("endpoint", args, self.env())
+        wait_for(f"{self.endpoint_url}/healthz", timeout, "model endpoint", svc.proc, svc.log)
+        return svc
+
     def start_serve(self, *extra_args: str, deployments: tuple[str, ...] = ("review-issue",),
                     timeout: float = 90, env: dict[str, str] | None = None) -> Service:
         args = [sys.executable, "-m", "deployments.serve", "--poll", str(self.poll), *extra_args]
         # the served flows' local registry announces alias changes to this stack's receiver
-        announce = {"MODELOPS_RECEIVER_URL": self.hook_url}
+        announce = {"MODELOPS_RECEIVER_URL": self.hook_url, "MODELOPS_ENDPOINT_URL": self.endpoint_url}
         if self.webhook_secret:
             announce["WANDB_WEBHOOK_SECRET"] = self.webhook_secret
         if self.webhook_token:
@@ -221,7 +235,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for name in ("serve", "receiver", "prefect-server"):
+        for name in ("serve", "receiver", "endpoint", "prefect-server"):
             svc = self.services.get(name)
             if svc:
                 svc.stop()

@@ -1,0 +1,471 @@
+"""canary-rollout: a model version got `production` -> deployed beside the stable one, traffic shifted
+in steps, every step judged against the stable version, then promoted or rolled back.
+
+Triggered by `wandb.artifact.alias-added` for alias `production` (see prefect.yaml); also runs ad hoc:
+
+    python -m flows.canary --model churn-model:v3 [--endpoint local] [--steps 10,30,50,100] [--bake 5m] [--approve]
+
+The endpoint's live traffic split and deployed models are the source of truth: a rerun after a crash
+reconciles from them (never deploys a version twice, never leaves traffic on a version that is not
+deployed) and continues from the current step or rolls back, as the policy says. Rollback order:
+traffic to stable first, then undeploy the canary, then record. The verdict is the pure
+`flows.canary_verdict.assess_step`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.input import RunInput
+
+from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
+from flows.canary_verdict import CanaryPolicy, Decision, assess_step
+
+T = TypeVar("T")
+DEFAULT_ENTITY = "local"
+DEFAULT_PROJECT = "wandb-registry-model"
+
+
+class Approval(RunInput):
+    """What an operator answers in the UI: approve (or not), with a comment."""
+
+    approve: bool = True
+    comment: str = ""
+
+
+# ------------------------------------------------------------------------------------ resolution
+
+
+def resolve_endpoint(name: str | None) -> Any:
+    """A saved endpoint block (type-slug/name or name), `local`/an http URL, or the local endpoint."""
+    from blocks.local_endpoint import LocalEndpoint
+
+    name = name or os.environ.get("MODELOPS_ENDPOINT_BLOCK") or "local"
+    if name == "local":
+        return LocalEndpoint()
+    if name.startswith(("http://", "https://")):
+        return LocalEndpoint(url=name)
+    from blocks.vertex_endpoint import VertexAIEndpoint
+    from flows.retrain import load_block
+
+    return load_block(name, [LocalEndpoint, VertexAIEndpoint])
+
+
+def resolve_policy(policy_block: str | None, overrides: dict[str, Any]) -> CanaryPolicy:
+    base: dict[str, Any] = {}
+    if policy_block:
+        from blocks.policy import RolloutPolicy
+        from flows.retrain import load_block
+
+        base = load_block(policy_block, [RolloutPolicy]).to_mapping()
+    return CanaryPolicy.from_mapping({**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def with_retries(what: str, fn: Callable[[], T], attempts: int = 5, first_delay: float = 0.5) -> T:
+    """Call `fn`, retrying TransientEndpointError with backoff; the last error propagates."""
+    logger = get_run_logger()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except TransientEndpointError as exc:
+            if attempt == attempts:
+                raise
+            delay = first_delay * 2 ** (attempt - 1)
+            logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------------ state
+
+
+@dataclass
+class Rollout:
+    """Where the rollout stands, rebuilt from the endpoint on every (re)run."""
+
+    name: str  # "<collection>:<version>"
+    canary: DeployedModel | None
+    stable: DeployedModel | None
+    split: dict[str, int]
+    others: list[DeployedModel] = field(default_factory=list)  # deployed, neither stable nor canary
+
+    @property
+    def canary_share(self) -> int:
+        return self.split.get(self.canary.id, 0) if self.canary else 0
+
+
+def reconcile(endpoint: Any, name: str) -> Rollout:
+    """Read the live state: the canary is found by its display name, the stable is the other model
+    with the most traffic. Traffic on a model that is not deployed is reported, never kept."""
+    deployed = endpoint.deployed()
+    split = endpoint.traffic()
+    by_id = {m.id: m for m in deployed}
+    canary = next((m for m in deployed if m.display_name == name), None)
+    serving = sorted((m for m in deployed if m is not canary and split.get(m.id, 0) > 0),
+                     key=lambda m: -split.get(m.id, 0))
+    stable = serving[0] if serving else None
+    ghost = sorted(set(split) - set(by_id))
+    if ghost:
+        raise EndpointError(f"the endpoint routes traffic to models that are not deployed: {', '.join(ghost)}")
+    others = [m for m in deployed if m is not canary and m is not stable]
+    return Rollout(name=name, canary=canary, stable=stable, split=split, others=others)
+
+
+def check_invariant(endpoint: Any) -> dict[str, int]:
+    """The split sums to 100 and names only deployed models (checked after every change)."""
+    split = endpoint.traffic()
+    deployed = {m.id for m in endpoint.deployed()}
+    if sum(split.values()) != 100 or not set(split) <= deployed:
+        raise EndpointError(f"unsafe endpoint state: split {split} over deployed {sorted(deployed)}")
+    return split
+
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+@task(name="deploy-canary", cache_policy=NO_CACHE)
+def deploy_canary(endpoint: Any, model_uri: str, name: str, fault: dict[str, float] | None) -> str:
+    kwargs = {"fault": fault} if fault else {}
+    deployed_id = with_retries(f"deploy {name}", lambda: endpoint.deploy(model_uri, name, **kwargs))
+    get_run_logger().info("deployed %s as %s at 0%% traffic", name, deployed_id)
+    return deployed_id
+
+
+@task(name="shift-traffic", cache_policy=NO_CACHE)
+def shift_traffic(endpoint: Any, split: dict[str, int], label: str) -> dict[str, int]:
+    with_retries(f"traffic {label}", lambda: endpoint.set_traffic(split))
+    live = check_invariant(endpoint)
+    get_run_logger().info("traffic %s: %s", label, live)
+    return live
+
+
+def rollback(endpoint: Any, stable: DeployedModel, canary_id: str | None, reason: str) -> dict[str, int]:
+    """Traffic to stable first, then undeploy the canary. Safe to repeat."""
+    logger = get_run_logger()
+    with_retries("rollback traffic", lambda: endpoint.set_traffic({stable.id: 100}), attempts=8, first_delay=0.25)
+    logger.warning("rolled traffic back: 100%% on %s (%s)", stable.display_name, reason)
+    if canary_id and canary_id in {m.id for m in endpoint.deployed()}:
+        with_retries("undeploy canary", lambda: endpoint.undeploy(canary_id))
+    return check_invariant(endpoint)
+
+
+# ------------------------------------------------------------------------------------ recording
+
+
+@dataclass
+class Recorder:
+    """Events, the progress artifact and the table of step verdicts."""
+
+    resource: dict[str, str]
+    related: list[dict[str, str]]
+    table_key: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    progress_id: Any = None
+
+    def event(self, name: str, payload: dict[str, Any]) -> None:
+        emit_event(event=f"modelops.canary.{name}", resource=self.resource, related=self.related, payload=payload)
+
+    def progress(self, percent: float, description: str) -> None:
+        if self.progress_id is None:
+            self.progress_id = create_progress_artifact(progress=percent, description=description)
+        else:
+            update_progress_artifact(self.progress_id, progress=percent, description=description)
+
+    def verdict(self, step: int, verdict: Any, canary: ArmStats, stable: ArmStats | None) -> None:
+        self.rows.append({
+            "step": f"{step}%", "at": datetime.now(timezone.utc).strftime("%H:%M:%S"),
+            "decision": verdict.decision.value, "canary requests": canary.requests, "canary errors": canary.errors,
+            "stable requests": stable.requests if stable else None, "stable errors": stable.errors if stable else None,
+            "reasons": " | ".join(verdict.reasons),
+        })
+        create_table_artifact(key=self.table_key, table=self.rows, description="Canary step verdicts")
+
+
+def comment_on_review_issue(resource_id: str, text: str) -> str | None:
+    """Best effort: comment on the model version's review issue when one exists."""
+    from flows.review_issue import resolve_issue_backend
+
+    logger = get_run_logger()
+    marker = f"<!-- modelops:review-issue {resource_id} -->"
+    try:
+        backend = resolve_issue_backend(os.environ.get("MODELOPS_GITHUB_BLOCK"))
+        ref = backend.find_issue(marker)
+        if ref is None:
+            return None
+        backend.comment(ref.number, text)
+        return ref.url
+    except Exception as exc:  # noqa: BLE001 - the rollout's outcome does not depend on the comment
+        logger.warning("could not comment on the review issue: %s", exc)
+        return None
+
+
+# ------------------------------------------------------------------------------------ approval
+
+
+def ask_approval(description: str, timeout: float) -> Approval:
+    """Pause for an operator (Resume form in the UI); a timeout counts as a rejection."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    logger = get_run_logger()
+    logger.info("waiting for approval: %s", description)
+    try:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description, approve=True),
+                                timeout=int(max(1, timeout)), poll_interval=1)
+    except FlowPauseTimeout:
+        return Approval(approve=False, comment=f"no answer within {timeout:g}s")
+    return answer if isinstance(answer, Approval) else Approval(approve=False, comment="no input")
+
+
+# ------------------------------------------------------------------------------------ flow
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    return f"canary-{p.get('collection', 'model')}-{p.get('version', '')}"
+
+
+@flow(name="canary-rollout", flow_run_name=_run_name, log_prints=True)
+def canary_rollout(
+    collection: str,
+    version: str,
+    entity: str = DEFAULT_ENTITY,
+    project: str = DEFAULT_PROJECT,
+    model_uri: str | None = None,
+    endpoint_block: str | None = None,
+    policy_block: str | None = None,
+    strategy: str | None = None,
+    steps: list[int] | None = None,
+    bake: str | float | None = None,
+    final_bake: str | float | None = None,
+    min_requests: int | None = None,
+    require_approval: bool | None = None,
+    approve_before_full: bool | None = None,
+    on_resume: str | None = None,
+    registry_block: str | None = None,
+    alias: str = "production",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """Roll `collection:version` out on the endpoint in judged steps; promote it or roll it back."""
+    logger = get_run_logger()
+    name = f"{collection}:{version}"
+    policy = resolve_policy(policy_block, {
+        "strategy": strategy, "steps": steps, "bake_seconds": bake, "final_bake_seconds": final_bake,
+        "min_requests": min_requests, "require_approval": require_approval,
+        "approve_before_full": approve_before_full, "on_resume": on_resume})
+    logger.info("canary-rollout of %s (%s, steps %s, bake %gs)", name, policy.strategy,
+                list(policy.effective_steps), policy.bake_seconds)
+    endpoint = resolve_endpoint(endpoint_block)
+    resource_id = f"wandb.artifact.{entity}/{project}/{name}"
+    rec = Recorder(
+        resource={"prefect.resource.id": resource_id, "prefect.resource.name": name, "wandb.collection": collection,
+                  "wandb.version": version},
+        related=[{"prefect.resource.id": f"modelops.endpoint.{endpoint_block or 'local'}",
+                  "prefect.resource.role": "endpoint"}],
+        table_key=f"canary-{_key(collection)}-{_key(version)}",
+    )
+    started = time.monotonic()
+    result: dict[str, Any] = {"model": name, "strategy": policy.strategy, "steps": []}
+
+    state = with_retries("read endpoint", lambda: reconcile(endpoint, name))
+    # -- already done, or nothing to compare with --------------------------------------------
+    if state.canary and state.canary_share == 100:
+        logger.info("%s already serves 100%%: nothing to roll out", name)
+        for m in state.others:
+            with_retries(f"undeploy {m.display_name}", lambda m=m: endpoint.undeploy(m.id))
+        return {**result, "outcome": "already-serving", "split": check_invariant(endpoint)}
+    uri, fault = model_uri, None
+    if not state.canary:
+        uri, fault = _model_location(collection, version, model_uri, registry_block)
+    if state.stable is None:
+        canary_id = state.canary.id if state.canary else deploy_canary(endpoint, uri, name, fault)
+        shift_traffic(endpoint, {canary_id: 100}, "initial deployment")
+        rec.event("promoted", {"model": name, "initial": True, "reason": "no stable version to compare with"})
+        rec.progress(100, f"{name} is the first model on the endpoint")
+        return {**result, "outcome": "promoted", "initial": True, "split": check_invariant(endpoint)}
+    stable = state.stable
+
+    # -- resume or start ----------------------------------------------------------------------
+    resuming = state.canary is not None and state.canary_share > 0
+    if resuming and policy.on_resume == "rollback":
+        split = rollback(endpoint, stable, state.canary.id, "resumed after a crash; policy says roll back")
+        return _rolled_back(rec, result, name, stable, "resumed after a crash; policy on_resume=rollback", split,
+                            resource_id)
+    if policy.require_approval and not resuming:
+        answer = ask_approval(f"Roll out {name} beside {stable.display_name} ({policy.strategy}, steps "
+                              f"{list(policy.effective_steps)})?", policy.approval_timeout_seconds)
+        if not answer.approve:
+            logger.warning("rollout of %s rejected: %s", name, answer.comment or "no comment")
+            rec.event("rolled-back", {"model": name, "rejected": True, "reason": f"rejected: {answer.comment}",
+                                      "stable": stable.display_name})
+            return {**result, "outcome": "rejected", "comment": answer.comment, "split": check_invariant(endpoint)}
+        result["approval"] = answer.comment
+    canary_id = state.canary.id if state.canary else deploy_canary(endpoint, uri, name, fault)
+    rec.event("started", {"model": name, "stable": stable.display_name, "canary_id": canary_id,
+                          "stable_id": stable.id, "resumed": resuming, "policy": policy.to_dict()})
+
+    steps_todo = [s for s in policy.effective_steps if s >= state.canary_share] if resuming else list(policy.effective_steps)
+    looks = max(1, len([s for s in policy.effective_steps if s < 100]))
+    failures = 0
+    if policy.strategy == "blue-green" and not resuming:
+        logger.info("blue-green: %s deployed beside %s; baking %gs before the switch", name, stable.display_name,
+                    policy.bake_seconds)
+        time.sleep(policy.bake_seconds)
+
+    for pct in steps_todo:
+        if pct == 100 and policy.approve_before_full:
+            answer = ask_approval(f"Shift 100% of the traffic to {name}?", policy.approval_timeout_seconds)
+            if not answer.approve:
+                split = rollback(endpoint, stable, canary_id, f"100% not approved: {answer.comment}")
+                return _rolled_back(rec, result, name, stable, f"100% not approved: {answer.comment}", split,
+                                    resource_id)
+        try:
+            live = shift_traffic(endpoint, {stable.id: 100 - pct, canary_id: pct} if pct < 100 else {canary_id: 100},
+                                 f"{pct}% to {name}")
+        except EndpointError as exc:
+            split = rollback(endpoint, stable, canary_id, f"traffic shift to {pct}% failed: {exc}")
+            return _rolled_back(rec, result, name, stable, f"traffic shift to {pct}% failed: {exc}", split, resource_id)
+        rec.progress(pct, f"{pct}% of the traffic on {name}")
+        rec.event("step", {"model": name, "percent": pct, "split": live})
+        window = datetime.now(timezone.utc)
+        holds = 0
+        bake_for = policy.final_bake_seconds if pct == 100 else policy.bake_seconds
+        while True:
+            time.sleep(bake_for)
+            c = with_retries("canary stats", lambda: endpoint.stats(canary_id, window))
+            s = None if pct == 100 else with_retries("stable stats", lambda: endpoint.stats(stable.id, window))
+            verdict = assess_step(s, c, policy, alpha_scale=1.0 / looks)
+            rec.verdict(pct, verdict, c, s)
+            result["steps"].append({"percent": pct, "decision": verdict.decision.value, "reasons": list(verdict.reasons)})
+            logger.info("step %d%%: %s — %s", pct, verdict.decision.value, "; ".join(verdict.reasons))
+            overdue = time.monotonic() - started > policy.deadline_seconds
+            if verdict.decision == Decision.ADVANCE:
+                break
+            if verdict.decision == Decision.ROLLBACK:
+                failures += 1
+                if failures >= policy.failure_limit:
+                    reason = "; ".join(verdict.reasons)
+                    # at 100% too: the old version stays deployed until promotion, so it can take back
+                    split = rollback(endpoint, stable, canary_id, reason)
+                    return _rolled_back(rec, result, name, stable, reason, split, resource_id)
+            else:
+                holds += 1
+                if holds >= policy.hold_limit or overdue:
+                    why = (f"deadline of {policy.deadline_seconds:g}s passed" if overdue
+                           else f"{holds} inconclusive bakes at {pct}%")
+                    if policy.on_hold_limit == "pause" and not overdue:
+                        answer = ask_approval(f"{why} ({'; '.join(verdict.reasons)}). Continue with {name}?",
+                                              policy.approval_timeout_seconds)
+                        if answer.approve:
+                            break
+                        why = f"{why}; operator: {answer.comment or 'rejected'}"
+                    split = rollback(endpoint, stable, canary_id, why)
+                    return _rolled_back(rec, result, name, stable, why, split, resource_id)
+            if overdue:
+                why = f"deadline of {policy.deadline_seconds:g}s passed"
+                split = rollback(endpoint, stable, canary_id, why)
+                return _rolled_back(rec, result, name, stable, why, split, resource_id)
+
+    # -- promoted: the old version leaves ------------------------------------------------------
+    for m in [stable, *state.others]:
+        with_retries(f"undeploy {m.display_name}", lambda m=m: endpoint.undeploy(m.id))
+    split = check_invariant(endpoint)
+    rec.progress(100, f"{name} promoted")
+    rec.event("promoted", {"model": name, "replaced": stable.display_name, "split": split, "steps": result["steps"]})
+    comment_on_review_issue(resource_id, f"Canary of `{name}` **promoted**: 100% of the traffic, "
+                                         f"`{stable.display_name}` undeployed.")
+    logger.info("promoted %s; %s undeployed", name, stable.display_name)
+    return {**result, "outcome": "promoted", "split": split, "replaced": stable.display_name}
+
+
+def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: DeployedModel, reason: str,
+                 split: dict[str, int], resource_id: str) -> dict[str, Any]:
+    rec.progress(100, f"{name} rolled back: {reason}")
+    rec.event("rolled-back", {"model": name, "stable": stable.display_name, "reason": reason, "split": split,
+                              "steps": result["steps"]})
+    issue = comment_on_review_issue(resource_id, f"Canary of `{name}` **rolled back**: {reason}\n\n"
+                                                 f"100% of the traffic is on `{stable.display_name}`.")
+    return {**result, "outcome": "rolled-back", "reason": reason, "split": split, "review_issue": issue}
+
+
+def _model_location(collection: str, version: str, model_uri: str | None,
+                    registry_block: str | None) -> tuple[str, dict[str, float] | None]:
+    """Where the model is (explicit, else from the registry) and a demo fault recorded with it."""
+    if model_uri:
+        return model_uri, None
+    from flows.retrain import resolve_registry
+
+    mv = resolve_registry(registry_block).get(collection, version)
+    serving = mv.metadata.get("serving_uri") or mv.uri  # e.g. a Vertex AI Model resource name
+    return serving, mv.metadata.get("demo_fault") or None
+
+
+def _key(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.canary", description=canary_rollout.__doc__)
+    p.add_argument("--model", required=True, help="<collection>:<version>, e.g. churn-model:v3")
+    p.add_argument("--endpoint", default=None, help="endpoint block (type-slug/name or name), 'local' or a URL")
+    p.add_argument("--steps", help="traffic steps, e.g. 10,30,50,100")
+    p.add_argument("--bake", help="bake per step, e.g. 90s, 5m")
+    p.add_argument("--final-bake", help="bake at 100%% before the old version is undeployed")
+    p.add_argument("--strategy", choices=["canary", "blue-green", "immediate"])
+    p.add_argument("--min-requests", type=int)
+    p.add_argument("--approve", action="store_true", help="wait for an operator's approval in the UI first")
+    p.add_argument("--policy-block", help="saved rollout policy block")
+    p.add_argument("--model-uri", help="where the model is (default: from the registry)")
+    p.add_argument("--entity", default=DEFAULT_ENTITY)
+    p.add_argument("--project", default=DEFAULT_PROJECT)
+    args = p.parse_args(argv)
+    from blocks.registry import RegistryError, parse_model_ref
+
+    try:
+        collection, version = parse_model_ref(args.model)
+        overrides = {"strategy": args.strategy, "bake_seconds": args.bake, "final_bake_seconds": args.final_bake,
+                     "steps": args.steps, "min_requests": args.min_requests,
+                     "require_approval": True if args.approve else None}
+        resolve_policy(args.policy_block, overrides)  # bad options fail here, before any flow run
+    except (RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from flows._cli import prepare_prefect_env
+
+    prepare_prefect_env()
+    try:
+        result = canary_rollout(
+            collection=collection, version=version, entity=args.entity, project=args.project,
+            model_uri=args.model_uri, endpoint_block=args.endpoint, policy_block=args.policy_block,
+            strategy=args.strategy, steps=_steps(args.steps), bake=args.bake, final_bake=args.final_bake,
+            min_requests=args.min_requests, require_approval=True if args.approve else None)
+    except Exception as exc:  # the CLI reports, the flow run keeps the traceback
+        print(f"canary-rollout failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0 if result["outcome"] in ("promoted", "already-serving") else 3
+
+
+def _steps(text: str | None) -> list[int] | None:
+    return [int(s) for s in text.split(",")] if text else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
