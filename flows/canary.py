@@ -75,7 +75,7 @@ def resolve_policy(policy_block: str | None, overrides: dict[str, Any]) -> Canar
 
 def with_retries(what: str, fn: Callable[[], T], attempts: int = 5, first_delay: float = 0.5) -> T:
     """Call `fn`, retrying TransientEndpointError with backoff; the last error propagates."""
-    logger = get_run_logger()
+    logger = _logger()
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -86,6 +86,18 @@ def with_retries(what: str, fn: Callable[[], T], attempts: int = 5, first_delay:
             logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _logger() -> Any:
+    """The run logger inside a flow run, a plain logger outside one (benchmarks, notebooks)."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("modelops.canary")
 
 
 # ------------------------------------------------------------------------------------ state
@@ -153,7 +165,7 @@ def shift_traffic(endpoint: Any, split: dict[str, int], label: str) -> dict[str,
 
 def rollback(endpoint: Any, stable: DeployedModel, canary_id: str | None, reason: str) -> dict[str, int]:
     """Traffic to stable first, then undeploy the canary. Safe to repeat."""
-    logger = get_run_logger()
+    logger = _logger()
     with_retries("rollback traffic", lambda: endpoint.set_traffic({stable.id: 100}), attempts=8, first_delay=0.25)
     logger.warning("rolled traffic back: 100%% on %s (%s)", stable.display_name, reason)
     if canary_id and canary_id in {m.id for m in endpoint.deployed()}:
@@ -255,6 +267,7 @@ def canary_rollout(
     min_requests: int | None = None,
     require_approval: bool | None = None,
     approve_before_full: bool | None = None,
+    approval_timeout: str | float | None = None,
     on_resume: str | None = None,
     registry_block: str | None = None,
     alias: str = "production",
@@ -266,7 +279,8 @@ def canary_rollout(
     policy = resolve_policy(policy_block, {
         "strategy": strategy, "steps": steps, "bake_seconds": bake, "final_bake_seconds": final_bake,
         "min_requests": min_requests, "require_approval": require_approval,
-        "approve_before_full": approve_before_full, "on_resume": on_resume})
+        "approve_before_full": approve_before_full, "approval_timeout_seconds": approval_timeout,
+        "on_resume": on_resume})
     logger.info("canary-rollout of %s (%s, steps %s, bake %gs)", name, policy.strategy,
                 list(policy.effective_steps), policy.bake_seconds)
     endpoint = resolve_endpoint(endpoint_block)

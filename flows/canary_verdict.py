@@ -55,6 +55,7 @@ __all__ = ["BARNARD_MAX_TOTAL", "CanaryPolicy", "Check", "Decision", "StepVerdic
 
 Strategy = Literal["canary", "blue-green", "immediate"]
 OnHoldLimit = Literal["rollback", "pause"]
+OnResume = Literal["continue", "rollback"]
 Outcome = Literal["pass", "fail", "hold", "not judged"]
 
 #: below this many requests on both arms together, Barnard's exact test replaces Fisher's (it is slow)
@@ -157,10 +158,12 @@ def _boolean(value: Any, what: str) -> bool:
 class CanaryPolicy:
     """How a new model version takes traffic, and when it is rolled back (validated on creation).
 
-    Defaults: the seed's steps 10 -> 30 -> 50 -> 100 with 5-minute bakes. The error test at alpha 0.01
-    (divided across looks by the flow) needs about 50 requests/s of total traffic to catch a canary that
-    doubles a 1% error rate (1% -> 2%) in >= 95% of rollouts with <= 2% false rollbacks; see
-    ``bench/canary.py`` for the figures and the traffic it needs.
+    Defaults: the seed's steps 10 -> 30 -> 50 -> 100 with 5-minute bakes. error_alpha and latency_alpha
+    0.01 each, divided over the 4 looks by the flow (alpha_scale 1/4), bound a good canary's chance of a
+    false rollback at 1.5% whatever the traffic. With about 18 requests/s of total traffic or more
+    (about 5,000 canary requests by the end of the 50% bake) they catch a canary that doubles a 1%
+    error rate (1% -> 2%) before it takes 100% in >= 95% of rollouts; see ``bench/canary.py``.
+    min_requests 100 only keeps the absolute guards off tiny samples; it never binds at that traffic.
     """
 
     strategy: Strategy = "canary"
@@ -188,6 +191,9 @@ class CanaryPolicy:
     #: HOLDs in a row at one step before `on_hold_limit` applies
     hold_limit: int = 3
     on_hold_limit: OnHoldLimit = "rollback"
+    #: a rerun that finds the canary already taking traffic (the last run crashed): go on from the
+    #: current step, or roll back
+    on_resume: OnResume = "continue"
     #: the whole rollout, first traffic to old version undeployed
     deadline_seconds: float = 3600.0
     #: a human approves before the first traffic / before the canary takes 100%
@@ -230,6 +236,8 @@ class CanaryPolicy:
         set_("hold_limit", _integer(self.hold_limit, "hold_limit", 1))
         if self.on_hold_limit not in get_args(OnHoldLimit):
             raise ValueError(f"on_hold_limit must be 'rollback' or 'pause', got {self.on_hold_limit!r}")
+        if self.on_resume not in get_args(OnResume):
+            raise ValueError(f"on_resume must be 'continue' or 'rollback', got {self.on_resume!r}")
         for name in ("require_approval", "approve_before_full"):
             set_(name, _boolean(getattr(self, name), name))
         shortest = self.min_duration_seconds

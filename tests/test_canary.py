@@ -1,0 +1,213 @@
+"""canary-rollout on the local endpoint with real HTTP traffic: promote, roll back, hold, resume, faults,
+approval. After every scenario the split sums to 100 and names only deployed versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from blocks.local_endpoint import LocalEndpoint
+from deployments.stack import ROOT, Stack
+from deployments.traffic import Traffic
+from flows.canary import canary_rollout
+from tests.helpers import flow_runs, read_events, wait_until
+from training.tabular import fit, make_dataset, save_model, split
+
+FAST = dict(steps=[25, 50, 100], bake=1.5, final_bake=1.5, min_requests=20)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = {}
+    for name, seed in (("v1", 1), ("v2", 2), ("v3", 3)):
+        train, _ = split(make_dataset(1200, seed=seed), "churned")
+        out[name] = str(save_model(fit(train, "churned", {}), tmp_path_factory.mktemp(name)))
+    return out
+
+
+@pytest.fixture()
+def endpoint(tmp_path: Path, prefect_api: str) -> Iterator[tuple[Stack, LocalEndpoint]]:
+    st = Stack(tmp_path, prefect_port=int(prefect_api.rsplit(":", 1)[1].split("/")[0]))
+    st.start_endpoint("--seed", "7")
+    ep = LocalEndpoint(url=st.endpoint_url)
+    try:
+        yield st, ep
+        assert_safe(ep)
+    finally:
+        st.stop()
+
+
+def assert_safe(ep: LocalEndpoint) -> dict[str, int]:
+    live = ep.traffic()
+    deployed = {m.id for m in ep.deployed()}
+    assert sum(live.values()) == 100 and set(live) <= deployed, (live, deployed)
+    return live
+
+
+def stable_on(ep: LocalEndpoint, uri: str, name: str = "churn:v1") -> str:
+    deployed_id = ep.deploy(uri, name)
+    ep.set_traffic({deployed_id: 100})
+    return deployed_id
+
+
+def names(ep: LocalEndpoint) -> dict[str, int]:
+    by_id = {m.id: m.display_name for m in ep.deployed()}
+    return {by_id[k]: v for k, v in ep.traffic().items()}
+
+
+def collection() -> str:
+    return f"churn-{uuid.uuid4().hex[:6]}"
+
+
+def test_a_good_version_is_promoted_and_the_old_one_undeployed(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_on(ep, models["v1"], f"{coll}:v1")
+    with Traffic(st.endpoint_url, rps=60):
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                **FAST)
+    assert result["outcome"] == "promoted", result
+    assert [s["percent"] for s in result["steps"] if s["decision"] == "ADVANCE"] == [25, 50, 100]
+    assert names(ep) == {f"{coll}:v2": 100}
+    assert [m.display_name for m in ep.deployed()] == [f"{coll}:v2"]
+    prefix = f"wandb.artifact.local/wandb-registry-model/{coll}:v2"
+    wait_until(lambda: {e["event"] for e in read_events(prefect_api, resource_prefix=prefix)} >= {
+        "modelops.canary.started", "modelops.canary.step", "modelops.canary.promoted"}, 30, message="canary events")
+    steps = [e for e in read_events(prefect_api, event="modelops.canary.step", resource_prefix=prefix)]
+    assert sorted(e["payload"]["percent"] for e in steps) == [25, 50, 100]
+    table = httpx.post(f"{prefect_api}/artifacts/filter",
+                       json={"artifacts": {"key": {"any_": [f"canary-{coll}-v2"]}}}).json()
+    assert table and table[0]["type"] == "table"
+
+
+def test_a_faulty_version_is_rolled_back_with_everything_on_stable(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    bad_id = ep.deploy(models["v3"], f"{coll}:v3", fault={"error_rate": 0.3})  # the demo's faulty model
+    with Traffic(st.endpoint_url, rps=60):
+        result = canary_rollout(collection=coll, version="v3", model_uri=models["v3"],
+                                endpoint_block=st.endpoint_url, **FAST)
+    assert result["outcome"] == "rolled-back", result
+    assert "error rate" in result["reason"]
+    assert ep.traffic() == {stable_id: 100}
+    assert bad_id not in {m.id for m in ep.deployed()}, "the canary is undeployed after the traffic moved"
+    (event,) = wait_until(lambda: read_events(prefect_api, event="modelops.canary.rolled-back",
+                                              resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v3"),
+                          30, message="modelops.canary.rolled-back")
+    assert event["payload"]["reason"] == result["reason"]
+
+
+def test_without_traffic_a_version_is_never_promoted(endpoint, models) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                            steps=[25, 100], bake=0.5, final_bake=0.5, min_requests=20)
+    assert result["outcome"] == "rolled-back"
+    assert [s["decision"] for s in result["steps"]] == ["HOLD", "HOLD", "HOLD"]
+    assert "too few requests" in result["steps"][0]["reasons"][0]
+    assert ep.traffic() == {stable_id: 100}
+
+
+def test_the_first_model_on_an_empty_endpoint_takes_all_traffic(endpoint, models) -> None:
+    st, ep = endpoint
+    coll = collection()
+    result = canary_rollout(collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
+                            **FAST)
+    assert result["outcome"] == "promoted" and result["initial"]
+    assert names(ep) == {f"{coll}:v1": 100}
+    again = canary_rollout(collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
+                           **FAST)
+    assert again["outcome"] == "already-serving"
+
+
+def test_endpoint_errors_on_a_shift_are_retried(endpoint, models) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_on(ep, models["v1"], f"{coll}:v1")
+    httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 2, "status": 503})
+    with Traffic(st.endpoint_url, rps=60):
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                **FAST)
+    assert result["outcome"] == "promoted"
+
+
+def test_an_endpoint_that_keeps_failing_a_shift_gets_a_safe_rollback(endpoint, models) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    # the shift's 5 attempts fail, and the rollback's first attempt too; then it goes through
+    httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 6, "status": 503})
+    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                            **FAST)
+    assert result["outcome"] == "rolled-back" and "traffic shift to 25% failed" in result["reason"]
+    assert ep.traffic() == {stable_id: 100} and len(ep.deployed()) == 1
+
+
+def test_a_killed_rollout_converges_when_run_again(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_on(ep, models["v1"], f"{coll}:v1")
+    cli = [sys.executable, "-m", "flows.canary", "--model", f"{coll}:v2", "--model-uri", models["v2"],
+           "--endpoint", st.endpoint_url, "--steps", "25,50,100", "--bake", "3s", "--final-bake", "1s",
+           "--min-requests", "20"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)}
+    with Traffic(st.endpoint_url, rps=60):
+        first = subprocess.Popen(cli, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        # kill it while the canary bakes at 25%
+        wait_until(lambda: names(ep).get(f"{coll}:v2") == 25, 90, interval=0.1, message="the 25% step")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert names(ep) == {f"{coll}:v1": 75, f"{coll}:v2": 25}, "the crash left the split mid-rollout"
+        assert_safe(ep)
+        again = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert names(ep) == {f"{coll}:v2": 100}
+    assert [m.display_name for m in ep.deployed()] == [f"{coll}:v2"], "deployed once, never twice"
+
+
+def _resume_when_paused(api: str, coll: str, answer: dict[str, Any] | None) -> threading.Thread:
+    from prefect.flow_runs import resume_flow_run
+
+    def run() -> None:
+        def paused() -> list[dict[str, Any]]:
+            return [r for r in flow_runs(api, flow_name="canary-rollout")
+                    if r["name"] == f"canary-{coll}-v2" and r["state_type"] == "PAUSED"]
+
+        (fr,) = wait_until(paused, 60, message="the paused rollout")
+        if answer is not None:
+            resume_flow_run(fr["id"], run_input=answer)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize(("answer", "outcome"), [({"approve": True, "comment": "go"}, "promoted"),
+                                                 ({"approve": False, "comment": "not today"}, "rejected"),
+                                                 (None, "rejected")])
+def test_approval_in_the_ui(endpoint, models, prefect_api, answer, outcome) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    waiter = _resume_when_paused(prefect_api, coll, answer)
+    with Traffic(st.endpoint_url, rps=60):
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                require_approval=True, approval_timeout=8, **FAST)
+    waiter.join(5)
+    assert result["outcome"] == outcome, result
+    if outcome == "rejected":
+        assert ep.traffic() == {stable_id: 100} and len(ep.deployed()) == 1, "nothing was shifted or deployed"
+        assert result["comment"] == (answer["comment"] if answer else "no answer within 8s")
