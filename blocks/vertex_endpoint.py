@@ -15,14 +15,16 @@ Why the GAPIC clients and not the high-level `aiplatform.Endpoint` (checked in 2
   side (`_unallocate_traffic`) when no split is given, and refuses an explicit empty split.
 - `aiplatform.init` sets process-wide defaults (endpoint, transport) that the trainer block also
   sets; clients built here from the block's own settings need no global state and no lock.
-The GAPIC clients are the ones the SDK itself builds; the REST paths are the same.
+The GAPIC clients are the ones the SDK itself builds and the REST paths are the same; the one
+difference on the wire is that an update sends only `trafficSplit` (the SDK's `Endpoint.update`
+sends its cached copy of the whole endpoint, under the same `updateMask=trafficSplit`).
 
 Cloud Monitoring is called over REST with google-auth's `AuthorizedSession` rather than
-google-cloud-monitoring: that library (2.32.0, the current release) ships only gRPC transports
+google-cloud-monitoring: that library (2.32.0, the newest on the package index here) ships only gRPC transports
 (`MetricServiceClient(transport="rest")` raises KeyError), so it could not be pointed at an
 http(s) endpoint, and the REST call is one GET.
 
-cloud SDKs are imported inside methods only (prefect_gcp imports aiplatform itself when installed).
+Cloud SDKs are imported inside methods only (prefect_gcp imports aiplatform itself when installed).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ MONITORING_API = "https://monitoring.googleapis.com"
 MAX_LATENCY_SAMPLES = 5000
 _ENDPOINT_NAME = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/]+)$")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_DEPLOYED_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _MODEL_NAME = re.compile(r"^projects/([^/]+)/locations/([^/]+)/models/([^/@]+)(?:@([^/@]+))?$")
 _SECRETS = re.compile(r"ya29\.[\w.-]+|eyJ[\w-]+\.[\w-]+\.[\w-]+|-----BEGIN [A-Z ]+-----[^-]*-----END [A-Z ]+-----")
 _LATENCY_UNITS = {"ms": 1.0, "s": 1000.0, "us": 0.001, "ns": 1e-6, "min": 60_000.0}
@@ -210,12 +213,21 @@ class VertexAIEndpoint(Block):
         name = self._endpoint_name()
         with self._client() as endpoints:
             current = self._get(endpoints)
-        same = [m.id for m in current.deployed_models if m.display_name == display_name]
-        if len(same) == 1:
-            return same[0]
-        if same:
+        same = [m for m in current.deployed_models if m.display_name == display_name]
+        if len(same) > 1:
             raise EndpointError(f"{len(same)} deployed models are named {display_name!r} on endpoint {name} "
-                                f"({', '.join(same)}): undeploy the extra ones")
+                                f"({', '.join(m.id for m in same)}): undeploy the extra ones")
+        if same:
+            existing = same[0]
+            model_id, version = model_match.group(3), model_match.group(4)
+            if existing.model.rsplit("/", 1)[-1] != model_id or (
+                version and version.isdigit() and existing.model_version_id not in ("", version)
+            ):
+                raise EndpointError(
+                    f"{display_name!r} is already deployed on endpoint {name} (as {existing.id}) from model "
+                    f"{existing.model}@{existing.model_version_id}, not from {model_uri}: use another display name"
+                )
+            return existing.id
 
         with self._client("model") as models, self._errors(
             f"reading model {model_uri}", f"check model_uri ({model_uri!r}) and the credentials' access to it"
@@ -298,22 +310,12 @@ class VertexAIEndpoint(Block):
             raise EndpointError(f"deployed model {deployed_id} still receives {split[deployed_id]}% of the traffic "
                                 f"of endpoint {name} ({split}): move its traffic away with set_traffic first")
         remaining = {key: value for key, value in split.items() if key != deployed_id}
-        from google.api_core import exceptions as api_exceptions
-
-        try:
-            with self._client() as endpoints, self._errors(
-                f"undeploying {deployed_id} from endpoint {name}", self._endpoint_hint()
-            ):
-                operation = endpoints.undeploy_model(endpoint=name, deployed_model_id=deployed_id,
-                                                     traffic_split=remaining, timeout=self.request_timeout_seconds)
-                self._wait(operation, f"undeploying {deployed_id} from endpoint {name}")
-        except EndpointError as exc:
-            # undeployed in between (another run finishing the same cleanup): what was asked
-            if isinstance(exc.__cause__, api_exceptions.NotFound) and deployed_id not in {
-                m.id for m in self.deployed()
-            }:
-                return
-            raise
+        with self._client() as endpoints, self._errors(
+            f"undeploying {deployed_id} from endpoint {name}", self._endpoint_hint()
+        ):
+            operation = endpoints.undeploy_model(endpoint=name, deployed_model_id=deployed_id,
+                                                 traffic_split=remaining, timeout=self.request_timeout_seconds)
+            self._wait(operation, f"undeploying {deployed_id} from endpoint {name}")
 
     def traffic(self) -> dict[str, int]:
         """The live split, read fresh: {deployed_id: percent}."""
@@ -340,13 +342,16 @@ class VertexAIEndpoint(Block):
         time is in (since, until]. Naive datetimes are UTC.
 
         The metric types and the label names `resource.labels.endpoint_id` and
-        `metric.labels.deployed_model_id` follow Vertex AI's metric documentation as recalled, NOT
-        checked against the official metrics list or a live project; when they are wrong the
+        `metric.labels.deployed_model_id` are plausible (Vertex AI's metrics documentation, as
+        shared/notes/FACTS.md has them) but NOT confirmed against the official list or a live
+        project; when they are wrong the
         query finds nothing and the arm shows no requests, which the canary must treat as missing
         data, never as a pass. If latency series carry a `latency_type` label only "total" is used.
         `errors` is counted within `requests` (requests = max(requests, errors) when the two
         metrics' points do not line up in the window).
         """
+        if not _DEPLOYED_ID.match(deployed_id):
+            raise EndpointError(f"not a deployed model id: {deployed_id!r}")
         start, end = _utc(since), _utc(until) if until is not None else datetime.now(timezone.utc)
         if start >= end:
             raise EndpointError(f"stats window is empty: since {start.isoformat()} is not before {end.isoformat()}")
@@ -355,15 +360,15 @@ class VertexAIEndpoint(Block):
                 f"metric.labels.deployed_model_id = \"{deployed_id}\"")
         session = self._monitoring_session()
         try:
-            requests = errors = 0
+            served = errors = 0
             for series in self._time_series(session, project, PREDICTION_COUNT, base, start, end):
-                requests += _sum_points(series)
+                served += _sum_points(series)
             for series in self._time_series(session, project, ERROR_COUNT, base, start, end):
                 errors += _sum_points(series)
             latency_series = list(self._time_series(session, project, PREDICTION_LATENCIES, base, start, end))
         finally:
             session.close()
-        return ArmStats(requests=max(requests, errors), errors=errors,
+        return ArmStats(requests=max(served, errors), errors=errors,
                         latencies_ms=_latency_samples(latency_series, MAX_LATENCY_SAMPLES))
 
     # -- Vertex AI ---------------------------------------------------------------------------------

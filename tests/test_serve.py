@@ -157,3 +157,21 @@ def test_retrain_trigger_on_a_wandb_metric_alert() -> None:
     from prefect.utilities.callables import parameter_schema
 
     assert set(params) <= set(parameter_schema(retrain).properties)
+
+
+def test_canary_trigger_on_the_production_alias() -> None:
+    (d,) = [d for d in read_project()["deployments"] if d["name"] == "canary-rollout"]
+    (t,) = d["triggers"]
+    assert t["expect"] == ["wandb.artifact.alias-added"] and t["match"]["wandb.alias"] == "production"
+    body = artifact_body("ADD_ARTIFACT_ALIAS", "local", "wandb-registry-model", "churn-model", "v2",
+                         alias="production")
+    params = render_trigger_parameters(t["parameters"], body)
+    assert (params["collection"], params["version"], params["entity"]) == ("churn-model", "v2", "local")
+
+    from flows.canary import canary_rollout
+    from flows.canary_verdict import CanaryPolicy
+    from prefect.utilities.callables import parameter_schema
+
+    assert set(params) | set(d["parameters"]) <= set(parameter_schema(canary_rollout).properties)
+    policy = CanaryPolicy.from_mapping({"steps": d["parameters"]["steps"], "bake_seconds": d["parameters"]["bake"]})
+    assert policy.steps == (10, 30, 50, 100) and policy.bake_seconds == 300

@@ -140,6 +140,20 @@ def test_deploy_is_idempotent_by_display_name(fake, sa_info, models, stable):
     assert len(fake.calls("POST", ":deployModel$")) == 1, "a deployed display name is never deployed twice"
     assert len(fake.calls("GET", "/models/")) == 1
     assert endpoint.deploy(models["v1"], "churn:v1") == stable, "the serving model is found the same way"
+    with pytest.raises(EndpointError, match="'churn:v2' is already deployed .* not from .*: use another display"):
+        endpoint.deploy(models["v1"], "churn:v2")  # the name is taken by another model
+    assert len(fake.calls("POST", ":deployModel$")) == 1
+
+
+def test_a_model_with_automatic_resources_is_deployed_without_a_machine_spec(fake, sa_info, stable):
+    automl = fake.add_model(PROJECT, LOCATION, "churn-automl", resource_types=("AUTOMATIC_RESOURCES",))
+    endpoint = make_endpoint(fake, sa_info, min_replica_count=2, max_replica_count=4)
+
+    endpoint.deploy(automl, "churn:automl")
+
+    (deploy,) = fake.calls("POST", ":deployModel$")
+    assert deploy.body["deployedModel"]["automaticResources"] == {"minReplicaCount": 2, "maxReplicaCount": 4}
+    assert "dedicatedResources" not in deploy.body["deployedModel"]
 
 
 def test_first_deploy_to_an_endpoint_without_traffic_waits_for_the_operation(fake, sa_info, models):
@@ -329,12 +343,16 @@ def test_stats_turns_latency_distributions_into_bounded_samples(fake, sa_info, s
     assert stats.latencies_ms.count(pytest.approx(30.0)) == 500
 
 
-def test_stats_without_data_is_empty_and_a_backwards_window_is_refused(fake, sa_info, stable):
+def test_stats_without_data_is_empty_and_bad_arguments_are_refused(fake, sa_info, stable):
     endpoint = make_endpoint(fake, sa_info)
 
     assert endpoint.stats(stable, T0, T0 + timedelta(minutes=5)) == ArmStats(), "no data is no data, not a pass"
+    calls = len(fake.requests)
     with pytest.raises(EndpointError, match="window is empty"):
         endpoint.stats(stable, T0, T0 - timedelta(minutes=5))
+    with pytest.raises(EndpointError, match="not a deployed model id"):
+        endpoint.stats('1" OR metric.type = "x', T0, T0 + timedelta(minutes=5))  # no filter injection
+    assert len(fake.requests) == calls
 
 
 # -- transient and permanent errors -----------------------------------------------------------------
