@@ -95,6 +95,10 @@ def test_a_faulty_version_is_rolled_back_with_everything_on_stable(endpoint, mod
     coll = collection()
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
     bad_id = ep.deploy(models["v3"], f"{coll}:v3", fault={"error_rate": 0.3})  # the demo's faulty model
+    from blocks.local import LocalIssueStore
+
+    marker = f"<!-- modelops:review-issue wandb.artifact.local/wandb-registry-model/{coll}:v3 -->"
+    issue = LocalIssueStore().open_issue(f"Review {coll}:v3", f"review\n{marker}", [], [], marker)
     with Traffic(st.endpoint_url, rps=60):
         result = canary_rollout(collection=coll, version="v3", model_uri=models["v3"],
                                 endpoint_block=st.endpoint_url, **FAST)
@@ -106,6 +110,9 @@ def test_a_faulty_version_is_rolled_back_with_everything_on_stable(endpoint, mod
                                               resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v3"),
                           30, message="modelops.canary.rolled-back")
     assert event["payload"]["reason"] == result["reason"]
+    assert result["review_issue"] == issue.url
+    text = Path(issue.url.removeprefix("file://")).read_text()
+    assert f"Canary of `{coll}:v3` **rolled back**" in text and f"100% of the traffic is on `{coll}:v1`" in text
 
 
 def test_without_traffic_a_version_is_never_promoted(endpoint, models) -> None:
