@@ -95,7 +95,7 @@ class LocalRegistry(Block):
     _block_type_slug: ClassVar[str] = "local-model-registry"
     _description: ClassVar[str] = "Directory-backed model registry with W&B alias semantics and W&B-shaped webhooks."
 
-    path: str = Field(default="", description="Registry directory (default $MODELOPS_HOME/registry).")
+    path: str = Field(default="", description="Registry directory (default $MODELOPS_HOME/registry/<registry>).")
     entity: str = Field(default="local", description="The org named in announcements: <entity>/wandb-registry-<registry>/...")
     registry: str = Field(default="model", description="Registry name, as in W&B's wandb-registry-<name>.")
     receiver_url: str = Field(
@@ -113,7 +113,7 @@ class LocalRegistry(Block):
 
     # -- layout -----------------------------------------------------------------------------------
     def root(self) -> Path:
-        return Path(self.path).resolve() if self.path else modelops_home() / "registry"
+        return Path(self.path).resolve() if self.path else modelops_home() / "registry" / self.registry
 
     def _dir(self, collection: str) -> Path:
         return self.root() / check_name(collection, "collection")
@@ -186,8 +186,14 @@ class LocalRegistry(Block):
 
     # -- writing ----------------------------------------------------------------------------------
     def register(self, collection: str, model_file: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
-                 aliases: tuple[str, ...] | list[str] = ("candidate",)) -> ModelVersion:
-        """Copy the model in as the next version and give it `aliases`; announce link + aliases."""
+                 aliases: tuple[str, ...] | list[str] = ("candidate",), event: str = "LINK_ARTIFACT") -> ModelVersion:
+        """Copy the file in as the next version and give it `aliases`; announce it and the aliases.
+
+        `event` is how W&B announces the new version: `LINK_ARTIFACT` for a model linked to the
+        registry, `CREATE_ARTIFACT` for a new version of a dataset.
+        """
+        if event not in ("LINK_ARTIFACT", "CREATE_ARTIFACT"):
+            raise RegistryError(f"event must be LINK_ARTIFACT or CREATE_ARTIFACT, got {event!r}")
         src = Path(model_file)
         if not src.is_file():
             raise RegistryError(f"model file {src} does not exist")
@@ -202,7 +208,7 @@ class LocalRegistry(Block):
             _write_json(staging / "version.json", {"file": src.name, "metadata": meta,
                                                    "created": datetime.now(timezone.utc).isoformat()})
             current = self._aliases(d)
-            prepared = [self._prepare(self._body("LINK_ARTIFACT", collection, version, "", meta))]
+            prepared = [self._prepare(self._body(event, collection, version, "", meta))]
             for a in aliases:
                 current[a] = version
                 prepared.append(self._prepare(self._body("ADD_ARTIFACT_ALIAS", collection, version, a, meta)))
@@ -269,7 +275,7 @@ class LocalRegistry(Block):
             with self._locked(collection) as d:
                 if not p.exists():
                     continue  # committed meanwhile by the call that prepared it
-                if body.get("event_type") == "LINK_ARTIFACT":
+                if body.get("event_type") in ("LINK_ARTIFACT", "CREATE_ARTIFACT"):
                     done = (d / version).is_dir()
                 else:
                     done = self._aliases(d).get(body.get("alias", "")) == version

@@ -1,8 +1,11 @@
 """The demo on the local embedded stack: `make demo` (or `python -m deployments.demo`).
 
-Starts a Prefect server on SQLite (UI on 127.0.0.1:4200), the webhook receiver and the served
-flows; plays a W&B "production alias added" delivery, signed as W&B signs it, through the receiver;
-then shows what happened: the Prefect event, the automation's flow run and the review issue.
+Starts a Prefect server on SQLite (UI on 127.0.0.1:4200), the webhook receiver (:8787), the local
+model endpoint (:8788) and the served flows, then plays the whole chain through signed W&B-shaped
+webhooks only (`deployments.scenario`): reference dataset -> first model to production (review issue
++ canary) -> drifted dataset -> drift-check -> retrain -> candidate promoted from the registry CLI ->
+review + canary -> promoted -> a faulty version promoted -> canary -> rolled back. Prints each step
+with links to the UI and a summary; exits 0 only if every step ended as expected.
 With KEEP=1 the stack stays up for clicking through the UI; stop it with `make demo-stop`.
 """
 
@@ -14,14 +17,11 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any
-
-import httpx
-
+from deployments.scenario import Settings
 from deployments.stack import ROOT, Stack, free_port, port_is_free
-from deployments.wandb_events import artifact_body, delivery_headers
 
 HOME = ROOT / ".demo"
+DEMO = Settings(rps=40, steps=(20, 50, 100), bake=4, final_bake=3, min_requests=30)
 PIDS = HOME / "pids.json"
 SECRET = "local-demo-secret"
 
@@ -43,101 +43,61 @@ def stop_previous() -> None:
     time.sleep(2)
 
 
-def wait(predicate, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def main() -> int:
+    from deployments.scenario import Scenario, summary
+
     keep = os.environ.get("KEEP", "") not in ("", "0", "false", "no")
     stop_previous()
     shutil.rmtree(HOME, ignore_errors=True)
     prefect_port = 4200 if port_is_free(4200) else free_port()
     receiver_port = 8787 if port_is_free(8787) else free_port()
-    stack = Stack(HOME, prefect_port=prefect_port, receiver_port=receiver_port, webhook_secret=SECRET, ui=True)
-    results: list[tuple[str, str, bool]] = []
+    endpoint_port = 8788 if port_is_free(8788) else free_port()
+    stack = Stack(HOME, prefect_port=prefect_port, receiver_port=receiver_port, endpoint_port=endpoint_port,
+                  webhook_secret=SECRET, ui=True)
+    results = []
     ok = False
+    started = time.monotonic()
     try:
         say(f"starting Prefect server (SQLite, {HOME / 'prefect' / 'prefect.db'}) ...")
         stack.start_prefect()
         say(f"Prefect UI: {stack.ui_url}")
         stack.start_receiver()
         say(f"webhook receiver: POST {stack.hook_url} (HMAC secret '{SECRET}' for the demo)")
-        stack.start_serve()
-        say("served deployment review-issue/review-issue with its trigger from prefect.yaml")
-
-        body = artifact_body("ADD_ARTIFACT_ALIAS", "acme", "wandb-registry-model", "churn-classifier", "v1",
-                             alias="production", author="ana",
-                             metadata={"accuracy": 0.912, "f1": 0.874, "dataset": "churn:v4"})
-        raw = json.dumps(body).encode()
-        say("W&B: alias 'production' added to acme/wandb-registry-model/churn-classifier:v1 -> signed webhook")
-        t0 = time.monotonic()
-        reply = httpx.post(stack.hook_url, content=raw, headers=delivery_headers(raw, secret=SECRET), timeout=30)
-        accepted = reply.status_code == 202
-        say(f"receiver answered {reply.status_code} {reply.text}")
-        results.append(("delivery accepted (202, durable outbox)", reply.text, accepted))
-        if not accepted:
-            return 1
-        event_id = reply.json()["event_id"]
-
-        dup = httpx.post(stack.hook_url, content=raw, headers=delivery_headers(raw, secret=SECRET), timeout=30).json()
-        results.append(("same delivery again is a duplicate", f"duplicate={dup['duplicate']}",
-                        dup["duplicate"] and dup["event_id"] == event_id))
-
-        def event_stored() -> bool:
-            r = httpx.post(f"{stack.api_url}/events/filter",
-                           json={"filter": {"id": {"id": [event_id]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}})
-            return bool(r.json()["events"])
-
-        wait(event_stored, 30, "the event in Prefect")
-        say(f"Prefect stored event wandb.artifact.alias-added ({event_id})")
-        results.append(("Prefect event wandb.artifact.alias-added", event_id, True))
-
-        def finished_run() -> dict[str, Any] | None:
-            runs = httpx.post(f"{stack.api_url}/flow_runs/filter", json={"limit": 10}).json()
-            for run in runs:
-                if run["parameters"].get("event_id") == event_id and run["state_type"] in (
-                        "COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                    return run
-            return None
-
-        run = wait(finished_run, 120, "the review-issue flow run")
-        elapsed = time.monotonic() - t0
-        link = f"{stack.ui_url}/runs/flow-run/{run['id']}"
-        say(f"automation started flow run '{run['name']}' -> {run['state_name']} ({elapsed:.1f}s after the POST)")
-        say(f"  {link}")
-        results.append(("review-issue flow run (via automation)", f"{run['name']} {run['state_name']}",
-                        run["state_type"] == "COMPLETED"))
-
-        issues = sorted((HOME / "issues").glob("*.md"))
-        if issues:
-            text = issues[0].read_text()
-            title = next((line for line in text.splitlines() if line.startswith("title:")), "")
-            say(f"review issue written to {issues[0]} ({title})")
-            print("\n".join("    " + line for line in text.splitlines()[:16]), flush=True)
-        results.append(("review issue in the local store", str(issues[0]) if issues else "none", len(issues) == 1))
-        ok = all(passed for _, _, passed in results)
+        stack.start_endpoint("--seed", "7")
+        say(f"model endpoint: POST {stack.endpoint_url}/v1/predict")
+        policy = save_demo_policy(stack)
+        stack.start_serve(deployments=("review-issue", "drift-check", "retrain", "canary-rollout"),
+                          env={"MODELOPS_ROLLOUT_POLICY_BLOCK": policy})
+        say("served review-issue, drift-check, retrain and canary-rollout with their triggers from prefect.yaml "
+            f"(canary policy block {policy}: short bakes for the demo)")
+        scenario = Scenario(stack, DEMO, say)
+        results = scenario.run()
+        ok = bool(results) and all(r.ok for r in results)
     except Exception as exc:  # noqa: BLE001 - the demo reports and exits non-zero
-        say(f"demo failed: {exc}")
+        say(f"demo failed: {type(exc).__name__}: {exc}")
         for svc in stack.services.values():
             say(f"  log of {svc.name}: {svc.log}")
     finally:
-        print("\nSummary", flush=True)
-        print(f"  {'step':<44} {'result':<6} detail")
-        for step, detail, passed in results:
-            print(f"  {step:<44} {'ok' if passed else 'FAIL':<6} {detail[:90]}")
-        print(f"\nPrefect UI: {stack.ui_url}  (flow runs, the markdown artifact, events)")
+        print(f"\nSummary ({time.monotonic() - started:.0f}s)", flush=True)
+        print(summary(results) if results else "  no step finished", flush=True)
+        print(f"\nPrefect UI: {stack.ui_url}  (flow runs, artifacts, events, automations, blocks)")
+        print(f"Review issues: {HOME / 'issues'}   Registry: {HOME / 'registry'}")
         if keep and ok:
             PIDS.write_text(json.dumps({s.name: s.proc.pid for s in stack.services.values()}))
             print("KEEP=1: the stack is still running; stop it with `make demo-stop`.")
         else:
             stack.stop()
     return 0 if ok else 1
+
+
+def save_demo_policy(stack: Stack) -> str:
+    """A RolloutPolicy block with the demo's short bakes, saved on the stack's Prefect server."""
+    os.environ["PREFECT_API_URL"] = stack.api_url
+    from blocks.policy import RolloutPolicy
+
+    RolloutPolicy(steps=list(DEMO.steps), bake_seconds=DEMO.bake, final_bake_seconds=DEMO.final_bake,
+                  min_requests=DEMO.min_requests, deadline_seconds=600).save("demo", overwrite=True)
+    return "rollout-policy/demo"
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -376,3 +377,70 @@ def artifact_body(
     if metadata is not None:
         body["artifact_metadata"] = dict(metadata)
     return body
+
+
+# --------------------------------------------------------------------------- the payload templates
+#
+# The one definition of what a W&B webhook automation sends us. README.md ("The W&B payload
+# template") shows PAYLOAD_TEMPLATE_ARTIFACT verbatim (a test keeps them equal) and
+# `python -m deployments.wandb_automations` installs these very objects as the automations' payloads.
+
+#: Payload for artifact events (alias added, artifact created, linked, tag added): every variable
+#: W&B documents for them. `${alias}` is blank outside alias events, `${tag}` outside tag events.
+#: `${artifact_metadata.KEY}` exists per key only, so no generic metadata field can be templated.
+PAYLOAD_TEMPLATE_ARTIFACT: dict[str, str] = {
+    "event_type": "${event_type}",
+    "event_author": "${event_author}",
+    "entity_name": "${entity_name}",
+    "project_name": "${project_name}",
+    "artifact_collection_name": "${artifact_collection_name}",
+    "artifact_version": "${artifact_version}",
+    "artifact_version_string": "${artifact_version_string}",
+    "alias": "${alias}",
+    "tag": "${tag}",
+}
+
+#: Payload for run events (run metric threshold/change/z-score, run state). W&B documents no run or
+#: metric variables (no run id, run name, metric name or value), only the event-wide ones, so this
+#: is what a run delivery can carry; the receiver names the run `wandb.run.<entity>/<project>/-`.
+#: Run fields in RUN_LABEL_FIELDS are still read when a user's own template supplies them.
+PAYLOAD_TEMPLATE_RUN: dict[str, str] = {
+    "event_type": "${event_type}",
+    "event_author": "${event_author}",
+    "entity_name": "${entity_name}",
+    "project_name": "${project_name}",
+}
+
+_TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
+
+
+def template_variables(template: Any) -> set[str]:
+    """The `${name}` variables a payload template uses (in string values, at any depth)."""
+    if isinstance(template, str):
+        return set(_TEMPLATE_VARIABLE.findall(template))
+    if isinstance(template, Mapping):
+        return set().union(*(template_variables(v) for v in template.values()))
+    if isinstance(template, (list, tuple)):
+        return set().union(*(template_variables(v) for v in template))
+    return set()
+
+
+def _render(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _TEMPLATE_VARIABLE.sub(lambda m: str(values.get(m.group(1), "") or ""), value)
+    if isinstance(value, Mapping):
+        return {k: _render(v, values) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_render(v, values) for v in value]
+    return value
+
+
+def render_template(template: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """The body W&B would send for `template`: every `${name}` replaced by `values[name]`.
+
+    A variable without a value becomes the empty string, as W&B leaves `${alias}` blank outside
+    alias events. Substitution happens inside string values (keys and non-string values are kept),
+    so the result is always a JSON object; how W&B escapes a value containing `"` in its text-level
+    substitution is not documented. The template itself is not modified.
+    """
+    return _render(template, values)

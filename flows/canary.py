@@ -12,7 +12,6 @@ traffic to stable first, then undeploy the canary, then record. The verdict is t
 `flows.canary_verdict.assess_step`.
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -64,7 +63,9 @@ def resolve_endpoint(name: str | None) -> Any:
 
 
 def resolve_policy(policy_block: str | None, overrides: dict[str, Any]) -> CanaryPolicy:
+    """The policy block ($MODELOPS_ROLLOUT_POLICY_BLOCK by default) with explicit values on top."""
     base: dict[str, Any] = {}
+    policy_block = policy_block or os.environ.get("MODELOPS_ROLLOUT_POLICY_BLOCK")
     if policy_block:
         from blocks.policy import RolloutPolicy
         from flows.retrain import load_block

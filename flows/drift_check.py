@@ -8,7 +8,6 @@ the new version is compared with the collection's `reference` alias. Also runs a
 Statistics live in `flows.drift` (no Prefect), loading in `flows.drift_data`.
 """
 
-from __future__ import annotations
 
 import math
 import os

@@ -105,6 +105,26 @@ def parse_wandb_ref(ref: str, entity: str | None = None, project: str | None = N
     return WandbRef(*parts)
 
 
+LOCAL_ENTITY = "local"
+
+
+def local_registry_file(ref: str) -> Path | None:
+    """The file behind `local/wandb-registry-<name>/<collection>:<version or alias>`: the embedded
+    stack's local registry stands in for W&B under the entity `local`. None for any other ref."""
+    body = ref[len(WANDB_PREFIX):] if ref.startswith(WANDB_PREFIX) else ref
+    parts = body.split("/")
+    if len(parts) != 3 or parts[0] != LOCAL_ENTITY or not parts[1].startswith("wandb-registry-"):
+        return None
+    from blocks.registry import LocalRegistry, RegistryError
+
+    collection, _, version = parts[2].rpartition(":")
+    try:
+        mv = LocalRegistry(entity=LOCAL_ENTITY, registry=parts[1][len("wandb-registry-"):]).get(collection, version)
+    except RegistryError as exc:
+        raise FileNotFoundError(f"{ref}: {exc}") from None
+    return Path(mv.uri)
+
+
 def load_table(
     ref: str,
     columns: Sequence[str] | None = None,
@@ -129,6 +149,8 @@ def load_table(
         raise TypeError(f"columns is a list of column names, not a single string: use [{columns!r}]")
     wanted = None if columns is None else list(dict.fromkeys(columns))
     kind = classify_ref(ref)
+    if kind == "wandb" and (local := local_registry_file(ref)) is not None:
+        return _read(ref, _format_of(ref, local.name), lambda: open(local, "rb"), wanted, missing_ok)
     if kind == "wandb":
         path, display = _download_artifact(ref, wandb=wandb, file=file, api=api)
         return _read(display, _format_of(display, path.name), lambda: open(path, "rb"), wanted, missing_ok)

@@ -10,7 +10,6 @@ The trainer (`LocalTrainer` by default, `VertexAITrainer`), the registry (`Local
 `WandbRegistry`) come from blocks; the gate is `flows.gate.evaluate_gate` (pure).
 """
 
-from __future__ import annotations
 
 import argparse
 import json

@@ -8,7 +8,6 @@ Without a GitHub block or GITHUB_TOKEN/GITHUB_REPOSITORY the issue goes to the l
 and in every case the rendered issue and its link are published as a Prefect markdown artifact.
 """
 
-from __future__ import annotations
 
 import argparse
 import json

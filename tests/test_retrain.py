@@ -153,7 +153,7 @@ def test_drift_detected_event_retrains_through_the_deployment(served: Stack, dat
     assert run["deployment_id"] and run["parameters"]["dataset"] == datasets["new"]
     assert run["parameters"]["reason"] == "drift"
 
-    registry = LocalRegistry(path=str(served.home / "registry"))
+    registry = LocalRegistry(path=str(served.home / "registry" / "model"))
     candidate = registry.get("churn-model", "candidate")
     assert candidate.metadata["trigger_event_id"] == event_id and candidate.metadata["reason"] == "drift"
     registered = wait_until(lambda: [e for e in model_events(served.api_url, "modelops.model.registered", "churn-model")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -173,5 +175,23 @@ def test_canary_trigger_on_the_production_alias() -> None:
     from prefect.utilities.callables import parameter_schema
 
     assert set(params) | set(d["parameters"]) <= set(parameter_schema(canary_rollout).properties)
-    policy = CanaryPolicy.from_mapping({"steps": d["parameters"]["steps"], "bake_seconds": d["parameters"]["bake"]})
-    assert policy.steps == (10, 30, 50, 100) and policy.bake_seconds == 300
+    policy = CanaryPolicy()  # no block and no parameters: the documented defaults
+    assert policy.steps == (10, 30, 50, 100) and policy.bake_seconds == policy.final_bake_seconds == 300
+
+
+def test_every_served_flow_validates_its_parameters_when_pickled_by_value() -> None:
+    """The runner ships flows to their run process with cloudpickle, by value: a flow's annotations
+    must not need its module's globals (a `from __future__ import annotations` string annotation
+    naming an imported type fails there with "Model is not fully defined")."""
+    import cloudpickle
+
+    for spec in deployment_specs(read_project()):
+        module = sys.modules[spec["flow"].fn.__module__]
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            flow = cloudpickle.loads(cloudpickle.dumps(spec["flow"]))
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+        required = {name: "x" for name, p in inspect.signature(flow.fn).parameters.items()
+                    if p.default is inspect.Parameter.empty}
+        flow.validate_parameters(required)  # raises if a type cannot be resolved
