@@ -1,0 +1,74 @@
+"""The demo's story is a test: the whole chain on the session's Prefect server, through signed
+W&B-shaped webhooks only, every step's outcome read back from Prefect's API (flow run states,
+events) and from the endpoint. Same code as `make demo` (`deployments.scenario`), shorter settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import httpx
+import pytest
+
+from deployments.scenario import Scenario, Settings, summary
+from deployments.stack import Stack
+from tests.helpers import read_events
+
+DEPLOYMENTS = ("review-issue", "drift-check", "retrain", "canary-rollout")
+FAST = Settings(rps=50, steps=(25, 100), bake=2.5, final_bake=1.5, min_requests=20, rows=2500, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from blocks.policy import RolloutPolicy
+
+    policy = f"scenario-{uuid.uuid4().hex[:6]}"
+    RolloutPolicy(steps=list(FAST.steps), bake_seconds=FAST.bake, final_bake_seconds=FAST.final_bake,
+                  min_requests=FAST.min_requests, deadline_seconds=300).save(policy)
+    st = Stack(tmp_path_factory.mktemp("scenario"), prefect_port=prefect_stack.prefect_port,
+               webhook_secret="scenario-secret")
+    saved = dict(os.environ)
+    try:
+        st.start_receiver()
+        st.start_endpoint("--seed", "3")
+        st.start_serve(*[a for d in DEPLOYMENTS for a in ("--only", d)], deployments=DEPLOYMENTS,
+                       env={"MODELOPS_ROLLOUT_POLICY_BLOCK": f"rollout-policy/{policy}"})
+        yield st
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)  # the scenario points MODELOPS_* at its stack
+        st.stop()
+        for name in DEPLOYMENTS:
+            d = httpx.get(f"{st.api_url}/deployments/name/{name}/{name}")
+            if d.status_code == 200:
+                httpx.delete(f"{st.api_url}/automations/owned-by/prefect.deployment.{d.json()['id']}")
+
+
+def test_the_whole_chain(stack: Stack) -> None:
+    lines: list[str] = []
+    results = Scenario(stack, FAST, lines.append).run()
+    report = summary(results) + "\n" + "\n".join(lines)
+    assert [r.step for r in results] == [
+        "(0) drift-check of the reference",
+        "(a) review issue for churn-model:v0", "(a) canary of churn-model:v0",
+        "(b) drift-check of the new version", "(b) retrain on the drifted data",
+        "(b) review issue for churn-model:v1", "(b) canary of churn-model:v1 against v0",
+        "(c) canary of the faulty churn-model:v2",
+    ], report
+    assert all(r.ok for r in results), report
+    assert all(r.links for r in results), "every step links its flow run in the UI"
+
+    # the same, read back from Prefect's events: the chain ran through automations
+    model = "wandb.artifact.local/wandb-registry-model/churn-model"
+    promoted = {e["resource"]["wandb.version"] for e in read_events(stack.api_url, event="modelops.canary.promoted",
+                                                                     resource_prefix=model)}
+    rolled_back = {e["resource"]["wandb.version"] for e in read_events(
+        stack.api_url, event="modelops.canary.rolled-back", resource_prefix=model)}
+    registered = {e["resource"]["wandb.version"] for e in read_events(
+        stack.api_url, event="modelops.model.registered", resource_prefix=model)}
+    assert {"v0", "v1"} <= promoted and "v2" in rolled_back and "v2" not in promoted
+    assert "v1" in registered, "v1 came from the retrain flow"
+    detected = read_events(stack.api_url, event="modelops.drift.detected",
+                           resource_prefix="wandb.artifact.local/wandb-registry-dataset/churn-data:v1")
+    assert detected and "support_calls" in detected[0]["payload"]["drifted_features"]
