@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-stop test bench clean
+.PHONY: install demo demo-stop test test-postgres bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ demo-stop: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - that is a failure here" >&2; fi; \
+	exit $$rc
+
+# The end-to-end tests again, against a Prefect server on PostgreSQL (a fresh database on
+# $(PGURL), dropped afterwards). Fails when PostgreSQL cannot be reached: nothing is skipped.
+PGURL ?= postgresql://postgres@127.0.0.1:5432/postgres
+PG_TESTS := tests/test_e2e.py tests/test_scenario.py tests/test_retrain.py
+test-postgres: $(STAMP)
+	@db=modelops_test_$$$$; \
+	psql "$(PGURL)" -q -c "CREATE DATABASE $$db" || exit 1; \
+	MODELOPS_TEST_DATABASE_URL="postgresql+asyncpg://$${PGURL_USERHOST:-postgres@127.0.0.1:5432}/$$db" \
+	  $(PY) -m pytest -q $(PYTEST_ARGS) $(PG_TESTS); rc=$$?; \
+	psql "$(PGURL)" -q -c "DROP DATABASE IF EXISTS $$db WITH (FORCE)"; \
+	if [ $$rc -eq 5 ]; then echo "make test-postgres: pytest collected no tests - that is a failure here" >&2; fi; \
 	exit $$rc
 
 bench: $(STAMP)

@@ -315,6 +315,7 @@ def build_plan(mode: str | None, config: Mapping[str, Any] | None, name: str = D
             raise ConfigError("--config configures production blocks: use it with --production (or without --local)")
         return Plan(mode, reason, _local_items(name))
     config = dict(config or {})
+    _collect_secrets(config, redact)
     _check_keys(config)
     problems: list[str] = []
     items = _production_items(config, name, environ, problems, redact)
@@ -653,12 +654,14 @@ def apply(plan: Plan, *, overwrite: bool) -> None:
             except ObjectNotFound:
                 existing = None
             doc = block._to_block_document(name=item.name, include_secrets=True)
+            same = existing is not None and (_comparable(existing.block_schema_id, _with_refs(existing))
+                                             == _comparable(doc.block_schema_id, doc.data))
             if existing is None:
                 created = client.create_block_document(BlockDocumentCreate(
                     name=item.name, block_schema_id=doc.block_schema_id, block_type_id=doc.block_type_id,
                     data=doc.data, is_anonymous=False))
                 item.document_id, item.status = created.id, "created"
-            elif _comparable(existing.block_schema_id, _with_refs(existing)) == _comparable(doc.block_schema_id, doc.data):
+            elif same:
                 item.document_id, item.status = existing.id, "unchanged"
             elif overwrite:
                 client.update_block_document(existing.id, BlockDocumentUpdate(

@@ -252,7 +252,29 @@ def _run_name() -> str:
     return f"canary-{p.get('collection', 'model')}-{p.get('version', '')}"
 
 
-@flow(name="canary-rollout", flow_run_name=_run_name, log_prints=True)
+def abort_rollout(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_cancellation: an operator cancelled the run in the UI (Abort) -> roll back what it shifted.
+
+    The run's process is gone by now; the endpoint says where the rollout stood. Safe to repeat."""
+    logger = _logger()
+    p = flow_run.parameters
+    name = f"{p.get('collection')}:{p.get('version')}"
+    endpoint = resolve_endpoint(p.get("endpoint_block"))
+    state_now = reconcile(endpoint, name)
+    if state_now.canary is None or state_now.stable is None:
+        logger.info("cancelled rollout of %s: nothing to roll back (%s)", name, state_now.split)
+        return
+    reason = f"run {flow_run.name} was cancelled by an operator"
+    split = rollback(endpoint, state_now.stable, state_now.canary.id, reason)
+    resource_id = f"wandb.artifact.{p.get('entity') or DEFAULT_ENTITY}/{p.get('project') or DEFAULT_PROJECT}/{name}"
+    emit_event(event="modelops.canary.rolled-back",
+               resource={"prefect.resource.id": resource_id, "prefect.resource.name": name},
+               related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.role": "flow-run"}],
+               payload={"model": name, "stable": state_now.stable.display_name, "reason": reason, "split": split,
+                        "aborted": True})
+
+
+@flow(name="canary-rollout", flow_run_name=_run_name, log_prints=True, on_cancellation=[abort_rollout])
 def canary_rollout(
     collection: str,
     version: str,

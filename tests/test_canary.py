@@ -218,3 +218,25 @@ def test_approval_in_the_ui(endpoint, models, prefect_api, answer, outcome) -> N
     if outcome == "rejected":
         assert ep.traffic() == {stable_id: 100} and len(ep.deployed()) == 1, "nothing was shifted or deployed"
         assert result["comment"] == (answer["comment"] if answer else "no answer within 8s")
+
+
+def test_cancelling_the_run_in_the_ui_rolls_back(endpoint, models, prefect_api) -> None:
+    """What the runner calls when an operator cancels a rollout: the endpoint's state is rolled back."""
+    from types import SimpleNamespace
+
+    from flows.canary import abort_rollout
+
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    canary_id = ep.deploy(models["v2"], f"{coll}:v2")
+    ep.set_traffic({stable_id: 70, canary_id: 30})  # where the cancelled run left it
+    run = SimpleNamespace(id=uuid.uuid4(), name="canary-x", parameters={
+        "collection": coll, "version": "v2", "endpoint_block": st.endpoint_url})
+    abort_rollout(None, run, None)
+    assert ep.traffic() == {stable_id: 100} and [m.id for m in ep.deployed()] == [stable_id]
+    abort_rollout(None, run, None)  # safe to repeat
+    (event,) = wait_until(lambda: read_events(prefect_api, event="modelops.canary.rolled-back",
+                                              resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2"),
+                          30, message="the abort's rolled-back event")
+    assert event["payload"]["aborted"] is True and "cancelled by an operator" in event["payload"]["reason"]
