@@ -30,6 +30,7 @@ from prefect.blocks.core import Block
 from prefect_gcp.credentials import GcpCredentials
 from pydantic import Field, field_validator, model_validator
 
+from blocks import _gcp
 from blocks.training import LogFn, TrainingError, TrainingResult, parse_metrics
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class VertexAITrainer(Block):
     gcp_credentials: GcpCredentials = Field(
         description="GCP credentials allowed to create Vertex AI custom jobs and read the staging bucket."
     )
-    project: str = Field(default="", description="GCP project ID; empty means the credentials' project.")
+    project: str = _gcp.project_field()
     location: str = Field(default="us-central1", description="Vertex AI region, e.g. us-central1.")
     staging_bucket: str = Field(
         description="Bucket for job outputs, as gs://bucket[/prefix].", examples=["gs://acme-ml"]
@@ -87,8 +88,8 @@ class VertexAITrainer(Block):
         default="", description="Prebuilt training image that runs the Python package."
     )
     machine_type: str = Field(default="n1-standard-4", min_length=1, description="Compute Engine machine type.")
-    accelerator_type: str = Field(default="", description="Accelerator, e.g. NVIDIA_TESLA_T4; empty for none.")
-    accelerator_count: int = Field(default=0, ge=0, le=16, description="Accelerators per replica.")
+    accelerator_type: str = _gcp.accelerator_type_field()
+    accelerator_count: int = _gcp.accelerator_count_field()
     replica_count: int = Field(default=1, ge=1, le=1000, description="Replicas in the worker pool.")
     service_account: str = Field(
         default="", description="Service account the job runs as; empty means Vertex AI's default."
@@ -102,22 +103,15 @@ class VertexAITrainer(Block):
     timeout_seconds: float = Field(
         default=4 * 3600, gt=0, description="Give up (and cancel the job) after this many seconds from submission."
     )
-    api_endpoint: str = Field(
-        default="",
-        description="Vertex AI API endpoint override (a private endpoint or a test server); empty means the "
-        "regional endpoint. A URL with a scheme (http://...) is called over REST, a bare host over gRPC.",
-    )
+    api_endpoint: str = _gcp.api_endpoint_field()
     storage_endpoint: str = Field(
         default="", description="Cloud Storage JSON API endpoint override, as an http(s) URL; empty means Google's."
     )
 
-    @field_validator(
+    _strip = field_validator(
         "project", "location", "container_image_uri", "python_package_gcs_uri", "python_module",
         "executor_image_uri", "machine_type", "accelerator_type", "service_account", "display_name_prefix",
-    )
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
+    )(_gcp.strip)
 
     @field_validator("staging_bucket")
     @classmethod
@@ -134,22 +128,7 @@ class VertexAITrainer(Block):
     def _check_package_uri(cls, value: str) -> str:
         return _gs_uri(value, "python_package_gcs_uri", "gs://acme-ml/pkg/trainer-0.1.tar.gz") if value else ""
 
-    @field_validator("api_endpoint")
-    @classmethod
-    def _check_api_endpoint(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value:
-            return ""
-        if "://" in value:
-            parsed = urlsplit(value)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path:
-                raise ValueError(f"api_endpoint must be a host (us-central1-aiplatform.googleapis.com) or an "
-                                 f"http(s) URL without a path, got {value!r}")
-        elif "/" in value:
-            raise ValueError(
-                f"api_endpoint must be a host such as us-central1-aiplatform.googleapis.com, got {value!r}"
-            )
-        return value
+    _check_api_endpoint = field_validator("api_endpoint")(_gcp.check_api_endpoint)
 
     @field_validator("storage_endpoint")
     @classmethod
@@ -173,12 +152,7 @@ class VertexAITrainer(Block):
                 )
         return value
 
-    @model_validator(mode="after")
-    def _check_cross_fields(self) -> VertexAITrainer:
-        problem = self.config_problem()
-        if problem:
-            raise ValueError(problem)
-        return self
+    _check_cross_fields = model_validator(mode="after")(_gcp.check_config)
 
     def config_problem(self) -> str:
         """Why this configuration cannot run (naming the fields), or '' when it can."""
@@ -199,11 +173,7 @@ class VertexAITrainer(Block):
             missing = [name for name in package if name not in given]
             return (f"the python package form needs python_package_gcs_uri, python_module and executor_image_uri: "
                     f"{', '.join(missing)} is missing")
-        if self.accelerator_count > 0 and not self.accelerator_type:
-            return f"accelerator_count is {self.accelerator_count} but accelerator_type is empty: set both or neither"
-        if self.accelerator_type and self.accelerator_count <= 0:
-            return f"accelerator_type is {self.accelerator_type!r} but accelerator_count is 0: set both or neither"
-        return ""
+        return _gcp.accelerator_problem(self.accelerator_type, self.accelerator_count)
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -219,11 +189,7 @@ class VertexAITrainer(Block):
         problem = self.config_problem()
         if problem:
             raise VertexConfigError(problem)
-        project = self.project or (self.gcp_credentials.project or "")
-        if not project:
-            raise VertexConfigError(
-                "no GCP project: set `project` on the VertexAITrainer block or on its GcpCredentials"
-            )
+        project = _gcp.project_of(self, VertexConfigError)
         try:
             params = json.dumps(hyperparameters, sort_keys=True)
         except (TypeError, ValueError) as exc:
@@ -282,12 +248,9 @@ class VertexAITrainer(Block):
         from google.cloud import aiplatform
 
         where = self.api_endpoint or f"the {self.location} Vertex AI endpoint"
-        accelerators = [a for a in aiplatform.gapic.AcceleratorType.__members__ if not a.endswith("_UNSPECIFIED")]
-        if self.accelerator_type and self.accelerator_type not in accelerators:
-            raise VertexConfigError(
-                f"accelerator_type {self.accelerator_type!r} is not a Vertex AI accelerator type; "
-                f"one of {', '.join(accelerators)}"
-            )
+        problem = _gcp.unknown_accelerator(self.accelerator_type)
+        if problem:
+            raise VertexConfigError(problem)
         try:
             with _SDK_CONFIG_LOCK:
                 aiplatform.init(
@@ -296,8 +259,7 @@ class VertexAITrainer(Block):
                     credentials=credentials,
                     staging_bucket=self.staging_bucket,
                     api_endpoint=self.api_endpoint or None,
-                    # gRPC endpoints are bare hosts; a URL with a scheme can only be spoken to over REST
-                    api_transport="rest" if "://" in self.api_endpoint else "grpc",
+                    api_transport=_gcp.api_transport(self.api_endpoint),
                 )
                 if not self.api_endpoint:
                     # init() cannot clear an endpoint set earlier in this process (by another trainer)

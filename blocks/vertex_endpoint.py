@@ -40,6 +40,7 @@ from prefect.blocks.core import Block
 from prefect_gcp.credentials import GcpCredentials
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from blocks import _gcp
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError, check_split
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class VertexAIEndpoint(Block):
     gcp_credentials: GcpCredentials = Field(
         description="GCP credentials allowed to deploy to the endpoint and read its Cloud Monitoring metrics."
     )
-    project: str = Field(default="", description="GCP project ID; empty means the credentials' project.")
+    project: str = _gcp.project_field()
     location: str = Field(default="us-central1", description="Vertex AI region of the endpoint and its models.")
     endpoint: str = Field(
         description="Endpoint ID, or its full resource name projects/P/locations/L/endpoints/ID.",
@@ -83,16 +84,12 @@ class VertexAIEndpoint(Block):
     machine_type: str = Field(default="n1-standard-4", min_length=1, description="Machine type of deployed models.")
     min_replica_count: int = Field(default=1, ge=1, le=1000, description="Replicas a deployed model always has.")
     max_replica_count: int = Field(default=1, ge=1, le=1000, description="Replicas a deployed model may scale to.")
-    accelerator_type: str = Field(default="", description="Accelerator, e.g. NVIDIA_TESLA_T4; empty for none.")
-    accelerator_count: int = Field(default=0, ge=0, le=16, description="Accelerators per replica.")
+    accelerator_type: str = _gcp.accelerator_type_field()
+    accelerator_count: int = _gcp.accelerator_count_field()
     service_account: str = Field(
         default="", description="Service account deployed models run as; empty means Vertex AI's default."
     )
-    api_endpoint: str = Field(
-        default="",
-        description="Vertex AI API endpoint override (a private endpoint or a test server); empty means the "
-        "regional endpoint. A URL with a scheme (http://...) is called over REST, a bare host over gRPC.",
-    )
+    api_endpoint: str = _gcp.api_endpoint_field()
     monitoring_endpoint: str = Field(
         default="",
         description="Cloud Monitoring API endpoint override, as an http(s) URL or a host; empty means "
@@ -107,10 +104,9 @@ class VertexAIEndpoint(Block):
     # reusing the credentials reuses their access token / self-signed JWTs until they expire
     _credentials_cache: tuple[Any, Any] | None = PrivateAttr(default=None)
 
-    @field_validator("project", "location", "endpoint", "machine_type", "accelerator_type", "service_account")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
+    _strip = field_validator(
+        "project", "location", "endpoint", "machine_type", "accelerator_type", "service_account"
+    )(_gcp.strip)
 
     @field_validator("endpoint")
     @classmethod
@@ -119,22 +115,7 @@ class VertexAIEndpoint(Block):
             raise ValueError(f"endpoint must be an endpoint ID or projects/P/locations/L/endpoints/ID, got {value!r}")
         return value
 
-    @field_validator("api_endpoint")
-    @classmethod
-    def _check_api_endpoint(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value:
-            return ""
-        if "://" in value:
-            parsed = urlsplit(value)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path:
-                raise ValueError(f"api_endpoint must be a host (us-central1-aiplatform.googleapis.com) or an "
-                                 f"http(s) URL without a path, got {value!r}")
-        elif "/" in value:
-            raise ValueError(
-                f"api_endpoint must be a host such as us-central1-aiplatform.googleapis.com, got {value!r}"
-            )
-        return value
+    _check_api_endpoint = field_validator("api_endpoint")(_gcp.check_api_endpoint)
 
     @field_validator("monitoring_endpoint")
     @classmethod
@@ -150,19 +131,13 @@ class VertexAIEndpoint(Block):
                              f"{MONITORING_API}, got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _check_cross_fields(self) -> VertexAIEndpoint:
-        problem = self.config_problem()
-        if problem:
-            raise ValueError(problem)
-        return self
+    _check_cross_fields = model_validator(mode="after")(_gcp.check_config)
 
     def config_problem(self) -> str:
         """Why this configuration cannot work (naming the fields), or '' when it can."""
-        if self.accelerator_count > 0 and not self.accelerator_type:
-            return f"accelerator_count is {self.accelerator_count} but accelerator_type is empty: set both or neither"
-        if self.accelerator_type and self.accelerator_count <= 0:
-            return f"accelerator_type is {self.accelerator_type!r} but accelerator_count is 0: set both or neither"
+        problem = _gcp.accelerator_problem(self.accelerator_type, self.accelerator_count)
+        if problem:
+            return problem
         if self.min_replica_count > self.max_replica_count:
             return (f"min_replica_count ({self.min_replica_count}) is larger than max_replica_count "
                     f"({self.max_replica_count})")
@@ -378,10 +353,7 @@ class VertexAIEndpoint(Block):
         named = _ENDPOINT_NAME.match(self.endpoint)
         if named:
             return named.group(1), named.group(2), named.group(3)
-        project = self.project or (self.gcp_credentials.project or "")
-        if not project:
-            raise EndpointError("no GCP project: set `project` on the VertexAIEndpoint block or on its GcpCredentials")
-        return project, self.location, self.endpoint
+        return _gcp.project_of(self, EndpointError), self.location, self.endpoint
 
     def _endpoint_name(self) -> str:
         project, location, endpoint_id = self._where()
@@ -415,11 +387,10 @@ class VertexAIEndpoint(Block):
         self._where()  # a missing project is reported before anything else
         credentials = self._credentials()
         host = self.api_endpoint or f"{self.location}-aiplatform.googleapis.com"
-        # gRPC endpoints are bare hosts; a URL with a scheme can only be spoken to over REST
-        transport = "rest" if "://" in host else "grpc"
         client_class = EndpointServiceClient if kind == "endpoint" else ModelServiceClient
         try:
-            return client_class(credentials=credentials, client_options={"api_endpoint": host}, transport=transport)
+            return client_class(credentials=credentials, client_options={"api_endpoint": host},
+                                transport=_gcp.api_transport(host))
         except (ValueError, TypeError) as exc:
             raise EndpointError(f"cannot build a Vertex AI client for {host}: {_describe(exc)}; check `api_endpoint` "
                                 "and `location`") from exc
@@ -441,14 +412,9 @@ class VertexAIEndpoint(Block):
             ) from None
 
     def _accelerator(self) -> str:
-        if not self.accelerator_type:
-            return ""
-        from google.cloud.aiplatform_v1.types import AcceleratorType
-
-        names = [a for a in AcceleratorType.__members__ if not a.endswith("_UNSPECIFIED")]
-        if self.accelerator_type not in names:
-            raise EndpointError(f"accelerator_type {self.accelerator_type!r} is not a Vertex AI accelerator type; "
-                                f"one of {', '.join(names)}")
+        problem = _gcp.unknown_accelerator(self.accelerator_type)
+        if problem:
+            raise EndpointError(problem)
         return self.accelerator_type
 
     def _errors(self, action: str, hint: str) -> _ErrorMapper:

@@ -15,11 +15,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 MAX_BODY_BYTES = 1024 * 1024
+
+#: Deepest nesting of arrays and objects in a body. W&B payloads are a few levels deep; Prefect 3.9.1
+#: stores event payloads only up to ~190 levels (500 from ~260) and Python's json gives up near 1000.
+MAX_JSON_DEPTH = 64
 
 #: W&B `event_type` -> Prefect event name.
 EVENT_NAMES: dict[str, str] = {
@@ -263,10 +268,46 @@ def _run_event(fields: Mapping[str, Any]) -> dict[str, str]:
     return resource
 
 
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _check_forwardable(doc: Any) -> None:
+    """What the sender must post to Prefect as UTF-8 JSON: bounded nesting, no lone surrogates."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone UTF-16 surrogate") from None
+
+
 def parse_body(body: bytes) -> WandbEvent:
-    """Validate a raw JSON body as a W&B automation payload and map it to a Prefect event."""
+    """Validate a raw JSON body as a W&B automation payload and map it to a Prefect event.
+
+    Only JSON the sender can post to Prefect is accepted: no NaN/Infinity tokens, no float that
+    overflows to infinity (1e400), no lone surrogate, nesting up to MAX_JSON_DEPTH; anything else
+    would be a 202 for an event that can never be delivered (or, nested deep enough, a 500).
+    """
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        _check_forwardable(doc)
+    except RecursionError:
+        raise DeliveryError(400, f"body is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise DeliveryError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -7,13 +7,8 @@ Monitoring is read over REST with google-auth's AuthorizedSession. No Prefect se
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-import traceback
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +17,12 @@ from pydantic import ValidationError
 
 from blocks.endpoint import ArmStats, EndpointError, TransientEndpointError
 from blocks.vertex_endpoint import VertexAIEndpoint
-from tests.fakes.gcp_api import PROJECT_NUMBER, new_rsa_key
+from tests.fakes.gcp_api import PROJECT_NUMBER
+from tests.fakes.gcp_keys import PROJECT, assert_no_secrets, everything_printed
+from tests.fakes.gcp_keys import assert_import_check_passed, import_check_fixture
+from tests.fakes.gcp_keys import rsa_key, sa_info  # noqa: F401 - fixtures
 from tests.fakes.vertex_endpoint_api import FakeVertexEndpoints, distribution
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "modelops-test"
 LOCATION = "us-central1"
 ENDPOINT_ID = "4242"
 ENDPOINT_PATH = f"/v1/projects/{PROJECT}/locations/{LOCATION}/endpoints/{ENDPOINT_ID}"
@@ -37,16 +33,6 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 def fake() -> Iterator[FakeVertexEndpoints]:
     with FakeVertexEndpoints() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def rsa_key() -> Any:
-    return new_rsa_key()
-
-
-@pytest.fixture
-def sa_info(fake: FakeVertexEndpoints, rsa_key: Any) -> dict[str, str]:
-    return fake.new_service_account(PROJECT, key=rsa_key)
 
 
 @pytest.fixture
@@ -76,19 +62,6 @@ def make_endpoint(fake: FakeVertexEndpoints, sa_info: dict[str, str], **fields: 
     }
     config.update(fields)
     return VertexAIEndpoint(**config)
-
-
-def everything_printed(exc: BaseException) -> str:
-    """What a log line or a Prefect state message could show: str, repr and the chained traceback."""
-    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
-
-
-def assert_no_secrets(text: str, sa_info: dict[str, str], fake: FakeVertexEndpoints) -> None:
-    assert sa_info["private_key"].splitlines()[1] not in text, "the service-account key must never be shown"
-    assert sa_info["private_key_id"] not in text
-    for token in fake.tokens:
-        assert token not in text, "an access token must never be shown"
-    assert "eyJ" not in text, "nor a self-signed JWT"
 
 
 # -- deploying --------------------------------------------------------------------------------------
@@ -507,39 +480,10 @@ def test_an_unknown_accelerator_is_refused_before_any_request(fake, sa_info, mod
 
 # -- import cost ------------------------------------------------------------------------------------
 
-# As in test_vertex_trainer: aiplatform is made unimportable (prefect_gcp imports it itself when it
-# is installed), and the block module must still import without loading any of it on its own.
-IMPORT_CHECK = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class NoAiplatform(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[:3] == ["google", "cloud", "aiplatform"] or name.startswith("google.cloud.aiplatform_"):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, NoAiplatform())
-    import blocks.vertex_endpoint
-    loaded = sorted(m for m in sys.modules if "aiplatform" in m or m.startswith("google.cloud.monitoring"))
-    assert not loaded, loaded
-    assert blocks.vertex_endpoint.VertexAIEndpoint.get_block_type_slug() == "vertex-ai-endpoint"
-    print("ok")
-    """
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def import_check() -> Iterator[subprocess.Popen[str]]:
-    """Started with the module's first test so that its imports overlap the HTTP tests."""
-    process = subprocess.Popen([sys.executable, "-c", IMPORT_CHECK], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+# As in test_vertex_trainer (see tests/fakes/gcp_keys.py), and google.cloud.monitoring is not loaded either.
+import_check = import_check_fixture("blocks.vertex_endpoint", "VertexAIEndpoint", "vertex-ai-endpoint",
+                                    also_absent=("google.cloud.monitoring",))
 
 
 def test_importing_the_block_module_does_not_import_aiplatform(import_check):
-    out, err = import_check.communicate(timeout=120)
-    assert import_check.returncode == 0 and out.strip() == "ok", out + err
+    assert_import_check_passed(import_check)

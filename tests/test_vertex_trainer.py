@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import textwrap
-import traceback
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +19,11 @@ from pydantic import ValidationError
 
 from blocks.training import TrainingError
 from blocks.vertex import VertexAITrainer, VertexConfigError
-from tests.fakes.gcp_api import FakeGcp, new_rsa_key
+from tests.fakes.gcp_api import FakeGcp
+from tests.fakes.gcp_keys import PROJECT, assert_no_secrets, everything_printed
+from tests.fakes.gcp_keys import assert_import_check_passed, import_check_fixture
+from tests.fakes.gcp_keys import rsa_key, sa_info  # noqa: F401 - fixtures
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "modelops-test"
 BUCKET = "gs://acme-ml"
 IMAGE = "us-docker.pkg.dev/acme/trainers/churn:1.4.0"
 DATASET = "gs://acme-data/churn/2025-06-01.parquet"
@@ -39,16 +35,6 @@ JOB_GET = r"/customJobs/\d+$"
 def fake() -> Iterator[FakeGcp]:
     with FakeGcp() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def rsa_key() -> Any:
-    return new_rsa_key()
-
-
-@pytest.fixture
-def sa_info(fake: FakeGcp, rsa_key: Any) -> dict[str, str]:
-    return fake.new_service_account(PROJECT, key=rsa_key)
 
 
 def make_trainer(fake: FakeGcp, sa_info: dict[str, str], **fields: Any) -> VertexAITrainer:
@@ -70,11 +56,6 @@ class Log(list):
 
     def __call__(self, line: str) -> None:
         self.append(line)
-
-
-def everything_printed(exc: BaseException) -> str:
-    """What a log line or a Prefect state message could show: str, repr and the chained traceback."""
-    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
 
 
 def the_job_sent(fake: FakeGcp) -> dict[str, Any]:
@@ -206,12 +187,7 @@ def test_a_failed_job_raises_with_the_jobs_error_message_and_never_the_credentia
     assert name in str(error)
     assert error.job == name and error.state == "JOB_STATE_FAILED"
     assert not fake.calls(pattern="storage/"), "a failed job has no metrics to read"
-    printed = everything_printed(error) + "\n".join(log) + repr(trainer)
-    key_body = sa_info["private_key"].splitlines()[1]
-    assert key_body not in printed, "the service-account key must never be shown"
-    assert sa_info["private_key_id"] not in printed
-    for token in fake.tokens:
-        assert token not in printed
+    assert_no_secrets(everything_printed(error) + "\n".join(log) + repr(trainer), sa_info, fake)
 
 
 def test_a_job_cancelled_in_the_console_raises_cancelled(fake, sa_info):
@@ -379,43 +355,11 @@ def test_credentials_the_server_does_not_trust_are_refused(fake, sa_info):
 
 # -- import cost ------------------------------------------------------------------------------------
 
-# prefect_gcp itself imports google.cloud.aiplatform when it is importable (its package imports its
-# Vertex AI worker, and credentials.py tries `google.cloud.aiplatform.gapic`), so the check makes
-# aiplatform unimportable, as prefect-gcp installed without its aiplatform extra would see it: the
-# block module must still import, and must not have imported aiplatform on its own.
-IMPORT_CHECK = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class NoAiplatform(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[:3] == ["google", "cloud", "aiplatform"] or name.startswith("google.cloud.aiplatform_"):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, NoAiplatform())
-    import blocks.vertex
-    loaded = sorted(m for m in sys.modules if "aiplatform" in m)
-    assert not loaded, loaded
-    assert blocks.vertex.VertexAITrainer.get_block_type_slug() == "vertex-ai-trainer"
-    print("ok")
-    """
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def import_check() -> Iterator[subprocess.Popen[str]]:
-    """The import check's subprocess, started with the module's first test so that its ~5 s of imports
-    overlap the HTTP tests; `test_importing_the_block_module_does_not_import_aiplatform` collects it."""
-    process = subprocess.Popen([sys.executable, "-c", IMPORT_CHECK], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+# aiplatform is made unimportable (prefect_gcp imports it itself when it is installed), and the block
+# module must still import without loading any of it on its own: see tests/fakes/gcp_keys.py.
+import_check = import_check_fixture("blocks.vertex", "VertexAITrainer", "vertex-ai-trainer")
 
 
 def test_importing_the_block_module_does_not_import_aiplatform(import_check):
     """blocks.vertex imports the cloud SDKs only inside `train` (checked in a fresh interpreter)."""
-    out, err = import_check.communicate(timeout=120)
-    assert import_check.returncode == 0 and out.strip() == "ok", out + err
+    assert_import_check_passed(import_check)

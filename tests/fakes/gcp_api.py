@@ -32,12 +32,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes._http import LoopbackServer, Reply
 
 # google.cloud.aiplatform.v1.JobState, spelled out so the fake does not import the SDK it tests.
 JOB_STATES = {
@@ -64,7 +65,6 @@ PROJECT_NUMBER = "123456789012"  # Vertex AI answers with the project number in 
 # google-auth signs the token-exchange JWT for Google's endpoint whatever `token_uri` says
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
-Reply = tuple[int, dict[str, str], bytes]
 Outcome = Literal["succeed", "fail", "cancel", "run"]
 
 
@@ -129,7 +129,7 @@ class _ServiceAccount:
     info: dict[str, str] = field(repr=False)
 
 
-class FakeGcp:
+class FakeGcp(LoopbackServer):
     """Google Cloud on loopback: `/token`, Vertex AI v1 customJobs and the Cloud Storage JSON API.
 
     `requests` logs every request received (token exchanges included); `jobs` holds the stored
@@ -148,31 +148,7 @@ class FakeGcp:
         self._ids = itertools.count(7_000_000_000_000_000_001)
         self._generations = itertools.count(1_700_000_000_000_001)
         self._lock = threading.RLock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gcp", daemon=True
-        )
-        self._thread.start()
-        self._closed = False
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeGcp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving; later connections are refused."""
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.url = f"http://127.0.0.1:{self._serve('fake-gcp', poll_interval=0.05)}"
 
     # -- test controls -----------------------------------------------------------------------------
 
@@ -598,35 +574,3 @@ def _fault_reply(fault: _Fault) -> Reply:
     raw = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
     return fault.status, {"Content-Type": "text/html; charset=UTF-8"}, raw
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeGcp
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        reply = self.server.fake.handle(self.command, self.path, dict(self.headers.items()), raw)
-        if reply is None:  # a connection reset: no status line at all
-            self.close_connection = True
-            return
-        status, headers, body = reply
-        try:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass

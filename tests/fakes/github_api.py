@@ -19,9 +19,10 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.fakes._http import LoopbackServer, Reply
 
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
@@ -30,8 +31,6 @@ SECONDARY_RATE_LIMIT = (
 PRIMARY_RATE_LIMIT = "API rate limit exceeded for user ID 1."
 DOCS = "https://docs.github.com/rest"
 _EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
-
-Reply = tuple[int, dict[str, str], bytes]
 
 
 @dataclass
@@ -46,12 +45,14 @@ class _Fault:
     delay: float
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """GitHub REST on loopback: repositories, issues (with Link pagination) and issue comments.
 
     `issues` and `comments` hold the stored GitHub JSON objects; `requests` logs (method, path)
     for every request received, query string excluded, `prefix` included.
     """
+
+    default_headers = {"Content-Type": "application/json; charset=utf-8"}
 
     def __init__(
         self,
@@ -75,31 +76,8 @@ class FakeGitHub:
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
         self._ids = 1000
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        port = self._server.server_address[1]
-        self.origin = f"http://127.0.0.1:{port}"
+        self.origin = f"http://127.0.0.1:{self._serve('fake-github')}"
         self.base_url = self.origin + self.prefix
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-github", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeGitHub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving; later connections are refused."""
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     # -- test controls -----------------------------------------------------------------------------
 
@@ -386,35 +364,6 @@ class FakeGitHub:
             "pushed_at": _EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
         }
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeGitHub
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        status, headers, body = self.server.fake.handle(self.command, self.path, dict(self.headers.items()), raw)
-        try:
-            self.send_response(status)
-            for key, value in {"Content-Type": "application/json; charset=utf-8", **headers}.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            self.close_connection = True
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass
 
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
