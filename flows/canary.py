@@ -137,9 +137,10 @@ def reconcile(endpoint: Any, name: str) -> Rollout:
 
 
 def check_invariant(endpoint: Any) -> dict[str, int]:
-    """The split sums to 100 and names only deployed models (checked after every change)."""
-    split = endpoint.traffic()
-    deployed = {m.id for m in endpoint.deployed()}
+    """The split sums to 100 and names only deployed models (checked after every change).
+
+    The reads are retried: a transient read error after a change that went through is not a failed change."""
+    split, deployed = with_retries("read endpoint", lambda: (endpoint.traffic(), {m.id for m in endpoint.deployed()}))
     if sum(split.values()) != 100 or not set(split) <= deployed:
         raise EndpointError(f"unsafe endpoint state: split {split} over deployed {sorted(deployed)}")
     return split
@@ -169,7 +170,7 @@ def rollback(endpoint: Any, stable: DeployedModel, canary_id: str | None, reason
     logger = _logger()
     with_retries("rollback traffic", lambda: endpoint.set_traffic({stable.id: 100}), attempts=8, first_delay=0.25)
     logger.warning("rolled traffic back: 100%% on %s (%s)", stable.display_name, reason)
-    if canary_id and canary_id in {m.id for m in endpoint.deployed()}:
+    if canary_id and canary_id in with_retries("read endpoint", lambda: {m.id for m in endpoint.deployed()}):
         with_retries("undeploy canary", lambda: endpoint.undeploy(canary_id))
     return check_invariant(endpoint)
 
