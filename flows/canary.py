@@ -56,6 +56,8 @@ def resolve_endpoint(name: str | None) -> Any:
         return LocalEndpoint()
     if name.startswith(("http://", "https://")):
         return LocalEndpoint(url=name)
+    if name.startswith("local-endpoint/"):  # no Vertex AI SDK import on the local path
+        return LocalEndpoint.load(name.split("/", 1)[1])
     from blocks.vertex_endpoint import VertexAIEndpoint
     from flows.retrain import load_block
 

@@ -55,6 +55,8 @@ def resolve_trainer(name: str | None) -> Any:
     name = name or os.environ.get("MODELOPS_TRAINER_BLOCK")
     if not name:
         return LocalTrainer()
+    if name.startswith("local-trainer/"):  # no Vertex AI SDK import on the local path
+        return LocalTrainer.load(name.split("/", 1)[1])
     from blocks.vertex import VertexAITrainer
 
     return load_block(name, [LocalTrainer, VertexAITrainer])
