@@ -71,8 +71,12 @@ class DeliveryError(Exception):
 class Credentials:
     """What the receiver checks. Both unset means unauthenticated (allowed only explicitly)."""
 
-    token: str | None = None
-    secret: str | None = None
+    token: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never the values: a repr ends up in logs and tracebacks
+        return (f"Credentials(token={'set' if self.token else 'unset'}, "
+                f"secret={'set' if self.secret else 'unset'})")
 
     @property
     def configured(self) -> bool:
