@@ -81,7 +81,38 @@ def run_series(stack: Stack, label: str, n: int, interval: float, timeout: float
     missing = sorted(set(posted) - set(firsts))
     if missing:
         print(f"  {label}: no first line within {timeout:.0f}s for {missing}")
+    print_phases(stack.api_url, label, posted, runs, firsts)
     return [firsts[v] - posted[v] for v in posted if v in firsts]
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def print_phases(api: str, label: str, posted: dict[str, float], runs: dict[str, str],
+                 firsts: dict[str, float]) -> None:
+    """Where the time goes, as medians: POST -> event received by Prefect -> flow run created by the
+    automation -> run started (process up) -> first line of the flow's code."""
+    phases: dict[str, list[float]] = {"event in Prefect": [], "run created": [], "run started": [],
+                                      "first line": []}
+    events = httpx.post(f"{api}/events/filter", json={"filter": {
+        "occurred": {"since": "2000-01-01T00:00:00Z"}, "event": {"name": ["wandb.artifact.alias-added"]},
+        "resource": {"id_prefix": [f"wandb.artifact.bench/wandb-registry-model/lat-{label}:"]}}, "limit": 50}).json()
+    received = {e["resource"]["wandb.version"]: _ts(e["received"]) for e in events["events"]}
+    for version, t0 in posted.items():
+        if version not in runs or version not in firsts or version not in received:
+            continue
+        fr = httpx.get(f"{api}/flow_runs/{runs[version]}").json()
+        marks = [received[version], _ts(fr["created"]), _ts(fr.get("start_time")), firsts[version]]
+        if None in marks:
+            continue
+        previous = t0
+        for name, mark in zip(phases, marks):
+            phases[name].append(mark - previous)
+            previous = mark
+    if phases["first line"]:
+        print(f"  {label}: median seconds per phase: " + ", ".join(
+            f"{name} +{statistics.median(values):.2f}" for name, values in phases.items()))
 
 
 def scratch_postgres(name: str) -> str:

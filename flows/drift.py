@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, get_args
 
 import numpy as np
 
+from flows import smirnov
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -330,9 +332,15 @@ def ks_pvalue(d: float, n1: int, n2: int) -> tuple[float, float, str]:
     if mode == "asymp":
         m, n = sorted([float(n1), float(n2)], reverse=True)
         en = m * n / (m + n)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            prob = distributions.kstwo.sf(d, np.round(en))
+        n_eff = np.round(en)
+        if smirnov.in_fast_range(int(n_eff), float(d)) and 1.0 < n_eff * d < n_eff - 1:
+            # kstwo.sf's own branch for this range is 2 * scipy.special.smirnov(n, d): the same
+            # series, vectorised (flows/smirnov.py), instead of scipy's scalar loop
+            prob = np.float64(min(1.0, max(0.0, 2 * smirnov.smirnov(int(n_eff), float(d)))))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prob = distributions.kstwo.sf(d, n_eff)
     prob = np.clip(prob, 0, 1)
     return float(np.float64(d)), float(prob), mode
 

@@ -215,3 +215,47 @@ def test_detects_a_small_shift_in_one_of_fifty_features() -> None:
         r = ks_drift(ref, pd.DataFrame(cur_arr, columns=cols))
         hits += r.drift_detected and r.feature("f7").drifted
     assert hits >= 38, hits
+
+
+# -- the vectorised smirnov tail (flows/smirnov.py) ------------------------------------------------
+
+
+def test_fast_smirnov_equals_scipy_across_its_range() -> None:
+    """Random (n, n x^2) over the whole fast range, both ends included: relative difference <= 1e-12."""
+    from scipy.special import smirnov as scipy_smirnov
+
+    from flows import smirnov
+
+    rng = np.random.default_rng(20261126)
+    cases = [(smirnov.FAST_MIN_N, 2.2000001), (smirnov.FAST_MAX_N, 3.0), (444_444, 2.78), (444_444, 27.7)]
+    cases += [(int(np.exp(rng.uniform(np.log(2e4), np.log(2.5e5)))),
+               float(np.exp(rng.uniform(np.log(2.2), np.log(smirnov.FAST_MAX_NX2 - 1e-6))))) for _ in range(14)]
+    for n, t in cases:
+        x = (t / n) ** 0.5
+        assert smirnov.in_fast_range(n, x)
+        ours, theirs = smirnov.smirnov(n, x), float(scipy_smirnov(n, x))
+        assert theirs > 0 and abs(ours - theirs) <= 1e-12 * theirs, (n, t, ours, theirs)
+
+
+@pytest.mark.parametrize(("n", "x"), [(19_999, 0.02), (1_000_001, 0.002), (50_000, 0.001), (50_000, 0.08)])
+def test_fast_smirnov_refuses_outside_its_checked_range(n: int, x: float) -> None:
+    from flows import smirnov
+
+    assert not smirnov.in_fast_range(n, x)
+    with pytest.raises(ValueError, match="fast path"):
+        smirnov.smirnov(n, x)
+
+
+@pytest.mark.parametrize("shift", [0.035, 0.07, 0.15])
+def test_large_samples_in_the_fast_tail_equal_scipy(shift: float) -> None:
+    """ks_drift on samples whose p-value comes from the vectorised tail: D and p equal ks_2samp's."""
+    from flows import smirnov
+
+    rng = np.random.default_rng(int(shift * 1000))
+    a, b = rng.normal(0, 1, 60_000), rng.normal(shift, 1, 50_000)
+    expected = ks_2samp(a, b, method="auto")
+    n_eff = round(60_000 * 50_000 / 110_000)
+    assert smirnov.in_fast_range(n_eff, float(expected.statistic)), "the case must exercise the fast path"
+    f = ks_drift(pd.DataFrame({"x": a}), pd.DataFrame({"x": b})).feature("x")
+    assert f.statistic == pytest.approx(float(expected.statistic), rel=0, abs=1e-15)
+    assert abs(f.p_value - float(expected.pvalue)) <= 1e-12 * float(expected.pvalue)
