@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +22,18 @@ from blocks.training import LogFn, TrainingError, TrainingResult, parse_metrics
 from blocks.wandb import modelops_home
 
 _lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _store_lock(directory: Path):
+    """One writer at a time, across threads AND processes (served runs are separate processes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _lock, open(directory / ".lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class LocalIssueStore(Block):
@@ -53,7 +67,7 @@ class LocalIssueStore(Block):
         directory = self.directory()
         directory.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(marker.encode()).hexdigest()
-        with _lock:
+        with _store_lock(directory):
             index = self._index()
             if key in index:
                 e = index[key]
@@ -72,7 +86,7 @@ class LocalIssueStore(Block):
 
     def comment(self, issue_number: int, body: str) -> None:
         path = self.directory() / f"{issue_number:05d}.md"
-        with _lock, path.open("a") as fh:
+        with _store_lock(self.directory()), path.open("a") as fh:
             fh.write(f"\n\n---\n**Comment ({datetime.now(timezone.utc).isoformat()})**\n\n{body}\n")
 
 

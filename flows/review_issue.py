@@ -6,27 +6,41 @@ Triggered by `wandb.artifact.alias-added` (see prefect.yaml); also runs ad hoc:
 
 Without a GitHub block or GITHUB_TOKEN/GITHUB_REPOSITORY the issue goes to the local issue store,
 and in every case the rendered issue and its link are published as a Prefect markdown artifact.
+
+One issue per promotion, even when two runs for it overlap (a rerun from the UI while the triggered
+run is still going, a redelivery outside the receiver's dedupe window): the find-or-create runs
+under a Prefect global concurrency limit of one slot named after the promotion's marker, so the
+second run waits and then finds the first one's issue. Should the lock be unavailable, the GitHub
+block's check after creating closes a racing duplicate. GitHub errors are retried inside the task:
+5xx and network errors after MODELOPS_GITHUB_RETRY_DELAYS (default 1, 3, 10, 30 s), rate limits as
+long as GitHub's Retry-After / x-ratelimit-reset asks (at most 5 minutes per wait).
 """
 
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from blocks.github import IssueRef, retry_if_transient
+from blocks.github import MAX_RETRY_WAIT, IssueRef, call_with_retries, retry_delays_from_env
 from flows.review_render import DEFAULT_PROJECT, Promotion, RenderedIssue, render_issue
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "promotion_issue.md"
-RETRY_DELAYS = [1, 3, 10, 30]
+# The promotion lock's lease: a crashed holder blocks its promotion this long (60 s is Prefect's minimum)
+# plus one pass of the server's lease repossessor; a live holder renews it every 45 s.
+LOCK_LEASE_SECONDS = 60.0
+# Longest wait for the promotion lock (past a crashed holder's lease); then go on without it.
+LOCK_TIMEOUT_SECONDS = 180.0
 
 
 # ------------------------------------------------------------------------------------ I/O tasks
@@ -46,24 +60,89 @@ def resolve_issue_backend(github_block: str | None) -> Any:
     return LocalIssueStore()
 
 
-@task(
-    name="open-review-issue",
-    retries=len(RETRY_DELAYS),
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
-def open_review_issue(backend: Any, issue: RenderedIssue) -> IssueRef:
-    """Find the issue by its marker or open it; only transient GitHub errors are retried."""
-    ref = backend.open_issue(
-        title=issue.title,
-        body=issue.body,
-        labels=list(issue.labels),
-        assignees=list(issue.assignees),
-        marker=issue.marker,
-    )
+def promotion_lock_name(marker: str) -> str:
+    """The global concurrency limit serializing the runs of one promotion (names allow no '/')."""
+    return "modelops-review-issue-" + hashlib.sha256(marker.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def promotion_lock(marker: str, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[bool]:
+    """Hold the promotion's one-slot Prefect global concurrency limit; yields whether it is held.
+
+    Prefect creates no limit on first use (a missing one is skipped, or refused with `strict`), so
+    the limit is created here with one slot. After a successful body it is deleted again, so limits
+    do not pile up in the UI: once the issue exists a run finds it, lock or not, and a run still
+    waiting for the deleted limit goes on without it. Without the lock (server refusal, timeout) the
+    body still runs: the GitHub block's check after creating closes a racing duplicate.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+    from prefect.context import TaskRunContext
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
     logger = get_run_logger()
+    name = promotion_lock_name(marker)
+    # the UI's concurrency limit page then shows which task run holds the promotion
+    task_run = TaskRunContext.get()
+    holder = ConcurrencyLeaseHolder(type="task_run", id=task_run.task_run.id) if task_run else None
+    held = False
+    with ExitStack() as stack:
+        try:
+            with get_client(sync_client=True) as client:
+                try:
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                except ObjectAlreadyExists:
+                    pass
+            stack.enter_context(concurrency(
+                name, timeout_seconds=timeout, lease_duration=LOCK_LEASE_SECONDS, strict=True, holder=holder,
+                raise_on_lease_renewal_failure=False,
+            ))
+            held = True
+        except TimeoutError:
+            logger.warning("promotion lock %s still taken after %.0fs: going on without it", name, timeout)
+        except Exception as exc:
+            if exc.__cause__ is None and "must be created" in str(exc):
+                logger.info("promotion lock %s is gone: a run for this promotion finished and deleted it, "
+                            "so its issue exists; going on without the lock", name)
+            else:  # the server refused: the GitHub block's check after creating still closes a duplicate
+                logger.warning("promotion lock %s not taken (%s): going on without it", name, exc)
+        yield held
+    if held:
+        try:
+            with get_client(sync_client=True) as client:
+                client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            pass
+        except Exception as exc:  # a leftover limit costs nothing but a row in the UI
+            logger.warning("could not delete the promotion lock %s: %s", name, exc)
+
+
+@task(name="open-review-issue", cache_policy=NO_CACHE)
+def open_review_issue(backend: Any, issue: RenderedIssue) -> IssueRef:
+    """Find the issue by its marker or open it, under the promotion's lock.
+
+    Transient GitHub errors are retried here rather than by Prefect's task retries, whose delays
+    are fixed: a rate limit waits as long as GitHub's headers ask (capped, and logged).
+    """
+    logger = get_run_logger()
+
+    def attempt() -> IssueRef:
+        with promotion_lock(issue.marker):
+            return backend.open_issue(
+                title=issue.title,
+                body=issue.body,
+                labels=list(issue.labels),
+                assignees=list(issue.assignees),
+                marker=issue.marker,
+            )
+
+    ref = call_with_retries(attempt, delays=retry_delays_from_env(), max_wait=MAX_RETRY_WAIT, log=logger.warning)
     logger.info("%s review issue #%d: %s", "opened" if ref.created else "found existing", ref.number, ref.url)
+    if ref.closed_duplicates:
+        logger.warning("closed %s as duplicate(s) of #%d: opened by runs for the same promotion at the same time",
+                       ", ".join(f"#{n}" for n in ref.closed_duplicates), ref.number)
     return ref
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,11 @@ from blocks.github import (
     GitHubRepository,
     IssueRef,
     TransientGitHubError,
+    call_with_retries,
     is_transient,
+    retry_delays_from_env,
     retry_if_transient,
+    retry_wait,
 )
 from tests.fakes.github_api import FakeGitHub
 
@@ -167,22 +173,35 @@ def test_a_5xx_on_a_read_is_transient_and_not_retried_by_pygithub(block, fake):
         pytest.param(429, None, None, 60.0, id="429"),
         pytest.param(
             403,
-            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1900000000"},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "{now+120}"},
             {"message": "API rate limit exceeded for user ID 1."},
-            None,
-            id="primary-rate-limit-403",
+            121.0,
+            id="primary-rate-limit-403-waits-until-reset",
         ),
         pytest.param(403, {"retry-after": "5"}, {"message": "Forbidden"}, 5.0, id="403-with-retry-after"),
+        pytest.param(403, {"retry-after": "{http-date+30}"}, None, 30.0, id="retry-after-as-http-date"),
+        pytest.param(
+            403,
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "{now-5}"},
+            {"message": "API rate limit exceeded for user ID 1."},
+            1.0,
+            id="reset-in-the-past-waits-the-skew-margin",
+        ),
     ],
 )
 def test_rate_limits_are_transient(block, fake, status, headers, body, retry_after):
-    fake.fail_next("POST", "/issues", status, headers=headers, body=body)
+    now = int(time.time())
+    headers = {k: v.replace("{now+120}", str(now + 120)).replace("{now-5}", str(now - 5))
+               .replace("{http-date+30}", formatdate(now + 30, usegmt=True)) for k, v in (headers or {}).items()}
+    fake.fail_next("POST", "/issues", status, headers=headers or None, body=body)
 
     with pytest.raises(TransientGitHubError) as caught:
         open_review(block)
 
     assert caught.value.status == status
-    assert caught.value.retry_after == retry_after
+    assert caught.value.rate_limited
+    # header values are whole seconds read a moment later: allow for the time the request took
+    assert retry_after - 5 <= caught.value.retry_after <= retry_after
     assert is_transient(caught.value)
     assert len(posts(fake)) == 1, "PyGithub itself must not resend a rate-limited POST"
 
@@ -199,7 +218,7 @@ def test_an_unreachable_server_is_transient(fake):
 def test_a_timeout_is_transient(fake):
     # PyGithub only takes whole seconds: 0.5 becomes 1.
     block = GitHubRepository(token=TOKEN, repository=REPO, base_url=fake.base_url, timeout=0.5)
-    fake.fail_next("GET", f"/repos/{REPO}", 200, delay=2.5)
+    fake.fail_next("GET", f"/repos/{REPO}/issues", 200, delay=2.5)
 
     with pytest.raises(TransientGitHubError, match="Timeout"):
         block.find_issue(MARKER)
@@ -386,7 +405,183 @@ def test_is_transient_and_the_prefect_retry_condition():
 
 
 def test_errors_survive_pickling_with_their_details():
-    error = pickle.loads(pickle.dumps(TransientGitHubError("rate limited", status=429, retry_after=60.0)))
-    assert (str(error), error.status, error.retry_after) == ("rate limited", 429, 60.0)
+    error = pickle.loads(pickle.dumps(TransientGitHubError("rate limited", status=429, retry_after=60.0,
+                                                           rate_limited=True)))
+    assert (str(error), error.status, error.retry_after, error.rate_limited) == ("rate limited", 429, 60.0, True)
     config = pickle.loads(pickle.dumps(GitHubConfigError("bad token", status=401)))
     assert (str(config), config.status) == ("bad token", 401)
+
+
+# -- waiting as long as GitHub asks -----------------------------------------------------------------
+
+
+class Sleeps(list):
+    """An injectable `sleep` that records the waits asked for instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_a_secondary_rate_limit_waits_its_retry_after_not_the_fixed_delay(block, fake):
+    fake.fail_next("POST", "/issues", 403, headers={"retry-after": "7"})
+    sleeps, logged = Sleeps(), []
+
+    ref = call_with_retries(lambda: open_review(block), delays=[1, 3], sleep=sleeps, log=logged.append)
+
+    assert ref.created and len(fake.issues) == 1
+    assert sleeps == [7.0], "the wait follows GitHub's Retry-After, not the first fixed delay (1 s)"
+    assert "retrying in 7s" in logged[0] and "Retry-After" in logged[0]
+
+
+def test_a_429_with_an_exhausted_primary_limit_waits_until_the_reset(block, fake):
+    reset = int(time.time()) + 20
+    # a body of its own: the fake then adds no retry-after, only these primary-limit headers
+    fake.fail_next("GET", "/issues", 429, body={"message": "API rate limit exceeded for user ID 1."},
+                   headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)})
+    sleeps = Sleeps()
+
+    call_with_retries(lambda: open_review(block), delays=[1], sleep=sleeps, log=lambda _: None)
+
+    assert len(sleeps) == 1 and 15 <= sleeps[0] <= 21, sleeps
+
+
+def test_a_wait_longer_than_the_cap_is_capped_and_says_so(block, fake):
+    fake.fail_next("POST", "/issues", 429, headers={"retry-after": "3600"})
+    sleeps, logged = Sleeps(), []
+
+    call_with_retries(lambda: open_review(block), delays=[1], max_wait=90, sleep=sleeps, log=logged.append)
+
+    assert sleeps == [90]
+    assert "GitHub asks for 3600s; capped at 90s" in logged[0]
+
+
+def test_a_5xx_waits_the_fixed_delays_and_the_last_error_propagates(block, fake):
+    fake.fail_next("GET", "/issues", 502, times=3)
+    sleeps = Sleeps()
+
+    with pytest.raises(TransientGitHubError) as caught:
+        call_with_retries(lambda: open_review(block), delays=[1, 3], sleep=sleeps, log=lambda _: None)
+
+    assert caught.value.status == 502
+    assert sleeps == [1, 3], "two retries, then the third failure is raised"
+    assert fake.issues == []
+
+
+def test_a_permanent_error_is_not_retried():
+    sleeps = Sleeps()
+    calls = []
+
+    def refuse() -> None:
+        calls.append(1)
+        raise GitHubConfigError("bad token", status=401)
+
+    with pytest.raises(GitHubConfigError):
+        call_with_retries(refuse, delays=[1, 1], sleep=sleeps)
+    assert calls == [1] and sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("error", "delay", "expected"),
+    [
+        (TransientGitHubError("502", status=502), 3, 3),
+        (TransientGitHubError("503", status=503, retry_after=8), 3, 8),
+        (TransientGitHubError("403", status=403, retry_after=2, rate_limited=True), 10, 2),
+        (TransientGitHubError("403", status=403, rate_limited=True), 3, 60),
+        (TransientGitHubError("429", status=429, retry_after=10_000, rate_limited=True), 3, 300),
+    ],
+    ids=["5xx-fixed", "5xx-retry-after", "header-shorter-than-delay", "rate-limit-without-header", "capped"],
+)
+def test_retry_wait(error, delay, expected):
+    assert retry_wait(error, delay) == expected
+
+
+def test_retry_delays_from_env():
+    assert retry_delays_from_env({}) == (1, 3, 10, 30)
+    assert retry_delays_from_env({"MODELOPS_GITHUB_RETRY_DELAYS": "0.5, 1,2"}) == (0.5, 1, 2)
+    with pytest.raises(ValueError, match="MODELOPS_GITHUB_RETRY_DELAYS"):
+        retry_delays_from_env({"MODELOPS_GITHUB_RETRY_DELAYS": "1,soon"})
+    with pytest.raises(ValueError, match="negative"):
+        retry_delays_from_env({"MODELOPS_GITHUB_RETRY_DELAYS": "1,-2"})
+
+
+# -- racing runs ------------------------------------------------------------------------------------
+
+
+def race(block: GitHubRepository, runs: int = 2) -> list[IssueRef | BaseException]:
+    """`runs` threads calling open_review at once; each result or exception, in thread order."""
+    results: list[IssueRef | BaseException] = [RuntimeError("did not finish")] * runs
+    start = threading.Barrier(runs)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = open_review(block)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_two_racing_creates_settle_on_one_open_issue(block, fake):
+    # Both listings are answered before either create lands: both runs find nothing and create.
+    fake.stall("GET", f"/repos/{REPO}/issues", 1.0, times=2)
+
+    results = race(block)
+
+    assert all(isinstance(r, IssueRef) for r in results), results
+    assert len(posts(fake)) == 2, "the stall must make both runs create (else this test shows nothing)"
+    assert sorted(r.closed_duplicates for r in results) == [(), (2,)], "the loser closed its own issue"
+    assert {r.number for r in results} == {1}, "both runs return the lowest-numbered issue"
+    assert sorted(r.created for r in results) == [False, True], "only the run that opened #1 says created"
+    first, second = fake.issues
+    assert (first["state"], second["state"], second["state_reason"]) == ("open", "closed", "not_planned")
+    assert MARKER in first["body"] and MARKER not in second["body"], "the duplicate no longer carries the marker"
+    [note] = [c for c in fake.comments if c["issue_url"] == second["url"]]
+    assert note["body"].startswith("Duplicate of #1")
+
+    again = open_review(block)
+    assert (again.number, again.created) == (1, False) and len(fake.issues) == 2
+    assert block.find_issue(MARKER, ["model-review"]).number == 1
+
+
+def test_a_duplicate_left_by_a_crashed_run_is_closed_by_the_next_one(block, fake):
+    fake.add_issue(REPO, "Promote churn:v3", BODY, labels=["model-review"])
+    fake.add_issue(REPO, "Promote churn:v3", BODY, labels=["model-review"])
+
+    assert block.find_issue(MARKER, ["model-review"]).number == 1
+    assert all(issue["state"] == "open" for issue in fake.issues), "find_issue only reads"
+
+    ref = open_review(block)
+
+    assert (ref.number, ref.created, ref.closed_duplicates) == (1, False, (2,))
+    assert [issue["state"] for issue in fake.issues] == ["open", "closed"]
+    assert posts(fake) == []
+
+
+def test_a_fault_while_closing_the_duplicate_is_healed_by_the_retry(block, fake):
+    fake.stall("GET", f"/repos/{REPO}/issues", 1.0, times=2)
+    fake.fail_next("PATCH", "/issues/2", 502)  # the loser's close fails once
+
+    results = race(block)
+    failed = [r for r in results if isinstance(r, TransientGitHubError)]
+    assert len(failed) == 1 and [r.number for r in results if isinstance(r, IssueRef)] == [1]
+
+    ref = open_review(block)  # the retry of the run that failed
+
+    assert (ref.number, ref.created) == (1, False)
+    assert [issue["state"] for issue in fake.issues] == ["open", "closed"]
+    assert len([c for c in fake.comments if c["body"].startswith("Duplicate of #1")]) == 1, "commented once"
+
+
+def test_a_match_on_the_first_page_fetches_no_second_page(block, fake):
+    for n in range(150):
+        fake.add_issue(REPO, f"Other review {n}", f"<!-- modelops:review other:{n} -->", labels=["model-review"])
+    fake.add_issue(REPO, "The one", BODY, labels=["model-review"])
+
+    assert block.find_issue(MARKER, ["model-review"]).number == 151
+    assert fake.requests.count(("GET", f"/repos/{REPO}/issues")) == 1

@@ -161,3 +161,71 @@ def test_cli_reports_bad_token_and_exits_nonzero(github: FakeGitHub) -> None:
     )
     assert proc.returncode == 1
     assert "GITHUB_TOKEN" in proc.stderr and "ghp_wrong_cli_token" not in proc.stderr + proc.stdout
+
+
+# -- overlapping runs and rate limits ---------------------------------------------------------------
+
+
+def marker_of(version: str, collection: str = "churn") -> str:
+    return f"<!-- modelops:review-issue wandb.artifact.acme/wandb-registry-model/{collection}:{version} -->"
+
+
+def lock_limits(api: str) -> list[str]:
+    limits = httpx.post(f"{api}/v2/concurrency_limits/filter", json={"limit": 200}, timeout=10).json()
+    return [limit["name"] for limit in limits if limit["name"].startswith("modelops-review-issue-")]
+
+
+def test_two_overlapping_runs_for_one_promotion_open_one_issue(github: FakeGitHub, prefect_api: str) -> None:
+    """Two processes run the flow for the same promotion at once. Every issue listing is held after
+    it is read (3 s), so without the promotion lock both would find nothing and both would create."""
+    from flows.review_issue import promotion_lock_name
+
+    github.stall("GET", f"/repos/{REPO}/issues", 3.0)
+    version = f"v{uuid.uuid4().int % 10_000}"
+    cmd = [sys.executable, "-m", "flows.review_issue", "--entity", "acme", "--collection", "churn",
+           "--version", version]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    try:
+        outputs = [proc.communicate(timeout=240) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    results = [json.loads(out[out.index("{"):]) for out, _ in outputs]
+
+    posts = [r for r in github.requests if r == ("POST", f"/repos/{REPO}/issues")]
+    assert len(posts) == 1, "the second run waited for the first one's lock, then found its issue"
+    assert len(github.issues) == 1 and github.issues[0]["state"] == "open"
+    assert {r["issue_number"] for r in results} == {1} and sorted(r["created"] for r in results) == [False, True]
+    name = promotion_lock_name(marker_of(version))
+    wait_until(lambda: [e for e in read_events(prefect_api, event="prefect.concurrency-limit.acquired")
+                        if e["resource"]["prefect.resource.name"] == name], 30, message="the lock's acquired event")
+    assert name not in lock_limits(prefect_api), "the lock is deleted once the issue exists"
+
+
+def test_a_rate_limit_waits_as_long_as_retry_after_asks(github: FakeGitHub) -> None:
+    # the first retry delay is 1 s; GitHub's secondary rate limit asks for 2 s
+    github.fail_next("POST", "/issues", 403, headers={"retry-after": "2"})
+    result = run_flow(version=f"v{uuid.uuid4().int % 10_000}")
+
+    assert result["created"] is True and len(github.issues) == 1
+    limited = next(i for i, entry in enumerate(github.timeline) if entry[3] == 403)
+    answered_at, next_request_at = github.timeline[limited][0], github.timeline[limited + 1][0]
+    assert next_request_at - answered_at >= 2.0, "the retry came before GitHub's Retry-After"
+
+
+def test_the_local_store_goes_through_the_promotion_lock_too(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served runs are separate processes: the local store relies on the same lock as GitHub."""
+    from flows.review_issue import promotion_lock_name
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path))
+    version = f"v{uuid.uuid4().int % 10_000}"
+    assert run_flow(version=version)["backend"] == "local"
+    name = promotion_lock_name(marker_of(version))
+    wait_until(lambda: [e for e in read_events(prefect_api, event="prefect.concurrency-limit.acquired")
+                        if e["resource"]["prefect.resource.name"] == name], 30, message="the lock's acquired event")

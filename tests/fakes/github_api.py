@@ -6,17 +6,21 @@ Real HTTP on 127.0.0.1 (free port), so the real PyGithub client runs end to end:
         Github(base_url=fake.base_url, auth=Auth.Token("t0ken")).get_repo("acme/models")
 
 Faults are injected per request with `fail_next`; `land=True` performs the write before answering
-with the error (the create landed on GitHub, the reply was lost).
+with the error (the create landed on GitHub, the reply was lost). `chaos` injects seeded random
+faults (5xx landed or not, 403 secondary rate limits, 429) on a share of requests; `stall` delays
+replies computed already (a slow network between a search and a create, for races).
+`timeline` records (monotonic time, method, path, status) of every reply.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
@@ -43,6 +47,36 @@ class _Fault:
     body: Any
     times: int
     delay: float
+
+
+@dataclass
+class _Stall:
+    method: str
+    path_suffix: str
+    seconds: float
+    times: int | None
+
+
+@dataclass
+class _Chaos:
+    rng: random.Random
+    share: float
+    faults: list[tuple[int, bool, dict[str, str]]]
+    methods: set[str]
+    budget: int | None
+    turns: dict[str, int] = field(default_factory=dict)
+
+
+# (status, land, headers) of the faults `chaos` picks from by default: GitHub's 5xx, landed or not,
+# a secondary rate limit (403) and a 429, both asking for a 1 s wait.
+CHAOS_FAULTS: tuple[tuple[int, bool, dict[str, str]], ...] = (
+    (502, False, {}),
+    (502, True, {}),
+    (503, False, {}),
+    (500, True, {}),
+    (403, False, {"retry-after": "1"}),
+    (429, False, {"retry-after": "1"}),
+)
 
 
 class FakeGitHub(LoopbackServer):
@@ -74,6 +108,10 @@ class FakeGitHub(LoopbackServer):
         self.requests: list[tuple[str, str]] = []
         self._labels: dict[tuple[str, str], dict[str, Any]] = {}
         self._faults: list[_Fault] = []
+        self._stalls: list[_Stall] = []
+        self._chaos: _Chaos | None = None
+        self.injected: list[tuple[str, str, int, bool]] = []  # (method, path, status, landed) by chaos
+        self.timeline: list[tuple[float, str, str, int]] = []  # (time.monotonic(), method, path, status)
         self._lock = threading.RLock()
         self._ids = 1000
         self.origin = f"http://127.0.0.1:{self._serve('fake-github')}"
@@ -106,6 +144,33 @@ class FakeGitHub(LoopbackServer):
             self._faults.append(
                 _Fault(method.upper(), path_suffix, status, land, dict(headers or {}), body, times, delay)
             )
+
+    def stall(self, method: str, path_suffix: str, seconds: float, *, times: int | None = None) -> None:
+        """Hold the replies to requests whose path ends with `path_suffix` for `seconds` after computing
+        them (a listing stalled this way shows the state from before the stall); `times=None`: always."""
+        with self._lock:
+            self._stalls.append(_Stall(method.upper(), path_suffix, seconds, times))
+
+    def chaos(
+        self,
+        seed: int,
+        share: float,
+        *,
+        faults: list[tuple[int, bool, dict[str, str]]] | tuple[tuple[int, bool, dict[str, str]], ...] = CHAOS_FAULTS,
+        methods: tuple[str, ...] = ("GET", "POST", "PATCH"),
+        budget: int | None = None,
+    ) -> None:
+        """Fail a `share` of the requests (drawn from `random.Random(seed)` in arrival order) with the
+        `faults` (status, land, headers) in turn, per method; a GET gets only the faults that do not
+        land. At most `budget` faults in all when given. `injected` lists what was injected."""
+        with self._lock:
+            self._chaos = _Chaos(random.Random(seed), share, list(faults), {m.upper() for m in methods}, budget)
+
+    def calm(self) -> None:
+        """Stop `chaos` and every `stall`."""
+        with self._lock:
+            self._chaos = None
+            self._stalls.clear()
 
     def add_issue(
         self,
@@ -141,14 +206,53 @@ class FakeGitHub(LoopbackServer):
         query = {key: values[-1] for key, values in parse_qs(split.query).items()}
         with self._lock:
             self.requests.append((method, path))
-            fault = self._take_fault(method, path)
+            fault = self._take_fault(method, path) or self._chaos_fault(method, path)
+            stall = self._take_stall(method, path)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and not fault.land:
-            return _fault_reply(fault)
+            return self._log(method, path, _fault_reply(fault))
         with self._lock:
             reply = self._route(method, path, query, headers, raw)
-        return _fault_reply(fault) if fault is not None else reply
+        if stall:
+            time.sleep(stall)
+        return self._log(method, path, _fault_reply(fault) if fault is not None else reply)
+
+    def _log(self, method: str, path: str, reply: Reply) -> Reply:
+        with self._lock:
+            self.timeline.append((time.monotonic(), method, path, reply[0]))
+        return reply
+
+    def _take_stall(self, method: str, path: str) -> float:
+        for stall in self._stalls:
+            if stall.method == method and path.endswith(stall.path_suffix):
+                if stall.times is not None:
+                    stall.times -= 1
+                    if stall.times <= 0:
+                        self._stalls.remove(stall)
+                return stall.seconds
+        return 0.0
+
+    def _chaos_fault(self, method: str, path: str) -> _Fault | None:
+        chaos = self._chaos
+        if chaos is None or method not in chaos.methods or chaos.budget == 0:
+            return None
+        if chaos.rng.random() >= chaos.share:
+            return None
+        # round robin over the faults that make sense for the method (nothing "lands" on a GET)
+        usable = [fault for fault in chaos.faults if not (fault[1] and method == "GET")] or chaos.faults
+        turn = chaos.turns.get(method, 0)
+        chaos.turns[method] = turn + 1
+        status, land, headers = usable[turn % len(usable)]
+        land = land and method != "GET"
+        if chaos.budget is not None:
+            chaos.budget -= 1
+        if status in (403, 429):
+            body: Any = {"message": SECONDARY_RATE_LIMIT if status == 403 else PRIMARY_RATE_LIMIT, "documentation_url": DOCS}
+        else:
+            body = {"message": HTTPStatus(status).phrase}
+        self.injected.append((method, path, status, land))
+        return _Fault(method, path, status, land, dict(headers), body, 1, 0.0)
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -184,7 +288,11 @@ class FakeGitHub(LoopbackServer):
         if issue is None:
             return _not_found()
         if comments is None:
-            return _json(200, issue) if method == "GET" else _not_found()
+            if method == "GET":
+                return _json(200, issue)
+            if method == "PATCH":
+                return self._edit_issue(repository, issue, _body(raw))
+            return _not_found()
         if method == "GET":
             items = [c for c in self.comments if c["issue_url"] == issue["url"]]
             return self._page(items, issue["url"] + "/comments", query)
@@ -225,6 +333,29 @@ class FakeGitHub(LoopbackServer):
                 return _validation_failed({"value": login, "resource": "Issue", "field": "assignees", "code": "invalid"})
         issue = self._new_issue(repository, str(payload["title"]), payload.get("body"), payload.get("labels") or [], assignees)
         return _json(201, issue, {"Location": issue["url"]})
+
+    def _edit_issue(self, repository: str, issue: dict[str, Any], payload: Any) -> Reply:
+        if not isinstance(payload, dict):
+            return _validation_failed({"resource": "Issue", "code": "invalid", "field": "body"})
+        state = payload.get("state")
+        if state is not None and state not in ("open", "closed"):
+            return _validation_failed({"value": state, "resource": "Issue", "field": "state", "code": "invalid"})
+        reason = payload.get("state_reason")
+        if reason is not None and reason not in ("completed", "not_planned", "duplicate", "reopened"):
+            return _validation_failed({"value": reason, "resource": "Issue", "field": "state_reason", "code": "invalid"})
+        _, now = self._tick()
+        for key in ("title", "body"):
+            if key in payload:
+                issue[key] = payload[key]
+        if "labels" in payload:
+            issue["labels"] = [self._label(repository, str(name)) for name in payload["labels"] or []]
+        if state is not None and state != issue["state"]:
+            issue["state"] = state
+            issue["closed_at"] = now if state == "closed" else None
+        if state is not None or reason is not None:
+            issue["state_reason"] = reason if issue["state"] == "closed" else None
+        issue["updated_at"] = now
+        return _json(200, issue)
 
     def _create_comment(self, issue: dict[str, Any], payload: Any) -> Reply:
         if not isinstance(payload, dict) or not payload.get("body"):
