@@ -51,7 +51,19 @@ def resolve_issue_backend(github_block: str | None) -> Any:
     from blocks.github import GitHubRepository
 
     if github_block:
-        return GitHubRepository.load(github_block)
+        from blocks.local import LocalIssueStore
+
+        kinds = {"github-repository": GitHubRepository, "local-issue-store": LocalIssueStore}
+        slug, _, bare = github_block.rpartition("/")
+        if slug and slug not in kinds:
+            raise ValueError(f"github_block {github_block!r}: the block type must be one of {', '.join(kinds)}")
+        kind = kinds.get(slug, GitHubRepository)
+        try:
+            return kind.load(bare)
+        except ValueError:
+            raise ValueError(
+                f"no saved {kind.get_block_type_slug()} block named {bare!r} (github_block / MODELOPS_GITHUB_BLOCK); "
+                "create it with `python -m blocks.setup` or in the UI under Blocks") from None
     from_env = GitHubRepository.from_env()
     if from_env is not None:
         return from_env

@@ -229,3 +229,18 @@ def test_the_local_store_goes_through_the_promotion_lock_too(
     name = promotion_lock_name(marker_of(version))
     wait_until(lambda: [e for e in read_events(prefect_api, event="prefect.concurrency-limit.acquired")
                         if e["resource"]["prefect.resource.name"] == name], 30, message="the lock's acquired event")
+
+
+def test_the_github_block_may_be_named_with_its_type_slug(github: FakeGitHub) -> None:
+    from blocks.github import GitHubRepository
+    from flows.review_issue import resolve_issue_backend
+
+    name = f"slug-{uuid.uuid4().hex[:6]}"
+    GitHubRepository(token=TOKEN, repository="acme/models", base_url=github.base_url).save(name)
+    for ref in (name, f"github-repository/{name}"):
+        backend = resolve_issue_backend(ref)
+        assert isinstance(backend, GitHubRepository) and backend.repository == "acme/models"
+    with pytest.raises(ValueError, match="no saved github-repository block named 'nope'.*MODELOPS_GITHUB_BLOCK"):
+        resolve_issue_backend("github-repository/nope")
+    with pytest.raises(ValueError, match="block type must be one of"):
+        resolve_issue_backend(f"secret/{name}")
