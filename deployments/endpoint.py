@@ -11,9 +11,25 @@ Admin (what `blocks.local_endpoint.LocalEndpoint` calls; the same operations as 
   PUT    /v1/traffic               {"traffic_split": {id: pct}} (integers summing to 100, deployed ids)
   DELETE /v1/deployed-models/{id}  -> 204; 409 while it still has traffic; 404 unknown
   GET    /v1/deployed-models/{id}/stats?since=EPOCH&until=EPOCH -> {"requests", "errors", "latencies_ms"}
-  POST   /v1/faults                {"method", "path", "count", "status"}: the next `count` admin calls
-                                   to that route answer `status` (for fault tests and demos)
-  GET    /healthz
+  GET    /healthz                  -> {"status", "deployed", "traffic_split", "models": {id: display_name}}
+                                   (one consistent snapshot; never faulted: a safe path for observers)
+
+Fault injection on the admin API (for fault tests and demos; `/v1/predict`, `/healthz` and
+`/v1/faults` itself are never faulted)
+  POST   /v1/faults  {"method", "path", "count", "status"?, "delay_ms"?, "applied"?}
+                     the next `count` calls to that route (`path` may end in `*`) fail: answered
+                     `status` (default 503) after `delay_ms` (default 0), not applied; with
+                     `"applied": true` the call is applied and only its answer is held `delay_ms`
+                     (the change landed, the client timed out). A later fault on a route replaces it.
+  POST   /v1/faults  {"admin": {"error_rate", "timeout_rate", "late_rate", "delay_ms", "status", "count", "seed"}}
+                     every admin call, at random: with `error_rate` answered `status` (default 503) at
+                     once, not applied; with `timeout_rate` held `delay_ms` (default 2000) then
+                     answered 504, not applied (a hung call); with `late_rate` applied, then its answer
+                     held `delay_ms` (a lost answer). Rates are 0..1 and sum to <= 1; `count` (default
+                     unlimited) caps the faults injected, `seed` makes them reproducible.
+                     `{"admin": null}` turns it off. Route faults are consulted first.
+  GET    /v1/faults  -> {"routes": [...], "admin": {...} | null, "injected": {"error", "timeout", "late"}}
+  DELETE /v1/faults  -> clears every fault (the `injected` counts stay)
 
 Each request is routed by the live split. A version deployed with `fault: {"error_rate": 0.2,
 "extra_latency_ms": 50}` fails that share of its requests and answers that much slower: the demo's
@@ -85,6 +101,117 @@ def check_fault(fault: Any) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Fault:
+    """What happens to one admin call: answered `status` (not applied) or, with `applied`, applied and
+    answered late; either after `delay_ms`."""
+
+    kind: str  # "error" | "timeout" | "late": how GET /v1/faults counts it
+    status: int | None
+    delay_ms: float = 0.0
+
+    @property
+    def applied(self) -> bool:
+        return self.status is None
+
+
+@dataclass
+class RouteFault:
+    remaining: int
+    status: int
+    delay_ms: float
+    applied: bool
+
+    def public(self, method: str, path: str) -> dict[str, Any]:
+        return {"method": method, "path": path, "remaining": self.remaining, "status": self.status,
+                "delay_ms": self.delay_ms, "applied": self.applied}
+
+
+@dataclass
+class AdminFaults:
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    late_rate: float = 0.0
+    delay_ms: float = 2000.0
+    status: int = 503
+    count: int | None = None  # faults left to inject; None: unlimited
+    seed: int | None = None
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {"error_rate": self.error_rate, "timeout_rate": self.timeout_rate, "late_rate": self.late_rate,
+                "delay_ms": self.delay_ms, "status": self.status, "count": self.count, "seed": self.seed}
+
+    def draw(self) -> Fault | None:
+        if self.count is not None and self.count <= 0:
+            return None
+        u = self.rng.random()
+        if u < self.error_rate:
+            fault = Fault("error", self.status)
+        elif u < self.error_rate + self.timeout_rate:
+            fault = Fault("timeout", 504, self.delay_ms)
+        elif u < self.error_rate + self.timeout_rate + self.late_rate:
+            fault = Fault("late", None, self.delay_ms)
+        else:
+            return None
+        if self.count is not None:
+            self.count -= 1
+        return fault
+
+
+def _num(doc: dict[str, Any], key: str, default: float, lo: float, hi: float, what: str) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ApiError(400, f"{what}.{key} must be a number in {lo:g}..{hi:g}, got {value!r}")
+    return float(value)
+
+
+def _int(doc: dict[str, Any], key: str, default: int | None, lo: int, hi: int, what: str) -> int | None:
+    value = doc.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ApiError(400, f"{what}.{key} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def parse_route_fault(doc: dict[str, Any]) -> tuple[str, str, RouteFault]:
+    """`{"method", "path", "count", "status"?, "delay_ms"?, "applied"?}` -> (METHOD, path, fault)."""
+    unknown = sorted(set(doc) - {"method", "path", "count", "status", "delay_ms", "applied"})
+    if unknown:
+        raise ApiError(400, f"unknown fault field(s): {', '.join(unknown)}")
+    method, path = doc.get("method"), doc.get("path")
+    if not isinstance(method, str) or not method or not isinstance(path, str) or not path.startswith("/"):
+        raise ApiError(400, "faults need method (e.g. PUT) and path (e.g. /v1/traffic)")
+    applied = doc.get("applied", False)
+    if not isinstance(applied, bool):
+        raise ApiError(400, f"fault.applied must be true or false, got {applied!r}")
+    fault = RouteFault(remaining=_int(doc, "count", 1, 0, 1_000_000, "fault") or 0,
+                       status=_int(doc, "status", 503, 400, 599, "fault") or 503,
+                       delay_ms=_num(doc, "delay_ms", 0, 0, 600_000, "fault"), applied=applied)
+    return method.upper(), path, fault
+
+
+def parse_admin_faults(doc: Any) -> AdminFaults | None:
+    """`{"error_rate", "timeout_rate", "late_rate", "delay_ms", "status", "count", "seed"}` or null."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "admin faults must be an object or null")
+    unknown = sorted(set(doc) - {"error_rate", "timeout_rate", "late_rate", "delay_ms", "status", "count", "seed"})
+    if unknown:
+        raise ApiError(400, f"unknown admin fault field(s): {', '.join(unknown)}")
+    rates = {k: _num(doc, k, 0, 0, 1, "admin") for k in ("error_rate", "timeout_rate", "late_rate")}
+    if sum(rates.values()) > 1:
+        raise ApiError(400, f"admin fault rates must sum to <= 1, got {sum(rates.values()):g}")
+    seed = doc.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ApiError(400, f"admin.seed must be an integer, got {seed!r}")
+    return AdminFaults(**rates, delay_ms=_num(doc, "delay_ms", 2000, 0, 600_000, "admin"),
+                       status=_int(doc, "status", 503, 400, 599, "admin") or 503,
+                       count=_int(doc, "count", None, 0, 1_000_000_000, "admin"), seed=seed, rng=random.Random(seed))
+
+
 class EndpointState:
     """Deployed models, the traffic split and the per-model request records; persisted to `path`."""
 
@@ -94,7 +221,9 @@ class EndpointState:
         self.models: dict[str, Deployed] = {}
         self.split: dict[str, int] = {}
         self.rng = random.Random(seed)
-        self.faults: dict[tuple[str, str], list[int]] = {}  # (method, path) -> [remaining, status]
+        self.faults: dict[tuple[str, str], RouteFault] = {}  # (METHOD, path) -> fault
+        self.admin_faults: AdminFaults | None = None
+        self.injected: dict[str, int] = {"error": 0, "timeout": 0, "late": 0}
         if path and path.exists():
             self._load()
 
@@ -188,13 +317,27 @@ class EndpointState:
             latencies = random.Random(0).sample(latencies, MAX_SAMPLES)
         return {"requests": len(records), "errors": sum(1 for r in records if not r[1]), "latencies_ms": latencies}
 
-    def take_fault(self, method: str, path: str) -> int | None:
+    def describe_faults(self) -> dict[str, Any]:
         with self.lock:
-            for (m, p), entry in list(self.faults.items()):
-                if m == method and (p == path or (p.endswith("*") and path.startswith(p[:-1]))) and entry[0] > 0:
-                    entry[0] -= 1
-                    return entry[1]
-        return None
+            return {"routes": [f.public(m, p) for (m, p), f in self.faults.items() if f.remaining > 0],
+                    "admin": self.admin_faults.public() if self.admin_faults else None,
+                    "injected": dict(self.injected)}
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The fault for this admin call, if any: a route fault first, else a draw of the admin faults."""
+        with self.lock:
+            fault = None
+            for (m, p), entry in self.faults.items():
+                if m == method and (p == path or (p.endswith("*") and path.startswith(p[:-1]))) and entry.remaining > 0:
+                    entry.remaining -= 1
+                    fault = (Fault("late", None, entry.delay_ms) if entry.applied else
+                             Fault("timeout" if entry.delay_ms else "error", entry.status, entry.delay_ms))
+                    break
+            if fault is None and self.admin_faults is not None:
+                fault = self.admin_faults.draw()
+            if fault is not None:
+                self.injected[fault.kind] += 1
+            return fault
 
 
 def _load_model(uri: str) -> Any:
@@ -228,10 +371,23 @@ def build_app(state: EndpointState) -> Starlette:
     def error(exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    async def admin_guard(request: Request) -> None:
-        status = state.take_fault(request.method, request.url.path)
-        if status is not None:
-            raise ApiError(status, f"injected fault on {request.method} {request.url.path}")
+    def admin(handler: Any) -> Any:
+        """An admin route, subject to the injected faults (see the module docstring)."""
+
+        async def guarded(request: Request) -> Response:
+            fault = state.take_fault(request.method, request.url.path)
+            if fault is None:
+                return await handler(request)
+            if not fault.applied:
+                if fault.delay_ms:
+                    await asyncio.sleep(fault.delay_ms / 1000)
+                assert fault.status is not None
+                return error(ApiError(fault.status, f"injected {fault.kind} on {request.method} {request.url.path}"))
+            response = await handler(request)  # the change lands now; its answer comes late
+            await asyncio.sleep(fault.delay_ms / 1000)
+            return response
+
+        return guarded
 
     async def body(request: Request) -> dict[str, Any]:
         try:
@@ -272,15 +428,10 @@ def build_app(state: EndpointState) -> Starlette:
             d.records.append((time.time(), ok, (time.perf_counter() - started) * 1000))
 
     async def describe(request: Request) -> Response:
-        try:
-            await admin_guard(request)
-        except ApiError as exc:
-            return error(exc)
         return JSONResponse(state.describe())
 
     async def deploy(request: Request) -> Response:
         try:
-            await admin_guard(request)
             doc = await body(request)
             uri, name = doc.get("model_uri"), doc.get("display_name")
             if not isinstance(uri, str) or not uri or not isinstance(name, str) or not name:
@@ -292,7 +443,6 @@ def build_app(state: EndpointState) -> Starlette:
 
     async def traffic(request: Request) -> Response:
         try:
-            await admin_guard(request)
             state.set_traffic((await body(request)).get("traffic_split"))
         except ApiError as exc:
             return error(exc)
@@ -300,7 +450,6 @@ def build_app(state: EndpointState) -> Starlette:
 
     async def undeploy(request: Request) -> Response:
         try:
-            await admin_guard(request)
             state.undeploy(request.path_params["id"])
         except ApiError as exc:
             return error(exc)
@@ -308,7 +457,6 @@ def build_app(state: EndpointState) -> Starlette:
 
     async def stats(request: Request) -> Response:
         try:
-            await admin_guard(request)
             since = float(request.query_params.get("since", 0))
             until = float(request.query_params.get("until", time.time() + 1))
             return JSONResponse(state.stats(request.path_params["id"], since, until))
@@ -318,28 +466,44 @@ def build_app(state: EndpointState) -> Starlette:
             return error(exc)
 
     async def faults(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(state.describe_faults())
+        if request.method == "DELETE":
+            with state.lock:
+                state.faults.clear()
+                state.admin_faults = None
+            return JSONResponse(state.describe_faults())
         try:
             doc = await body(request)
-            count, status = int(doc.get("count", 1)), int(doc.get("status", 503))
-            method, path = str(doc["method"]).upper(), str(doc["path"])
-        except (ApiError, KeyError, ValueError):
-            return error(ApiError(400, "faults need method, path, count, status"))
+            if "admin" in doc:
+                if set(doc) != {"admin"}:
+                    raise ApiError(400, "an admin fault body is {\"admin\": {...}} alone")
+                admin_faults = parse_admin_faults(doc["admin"])
+                with state.lock:
+                    state.admin_faults = admin_faults
+                log.warning("admin faults: %s", admin_faults.public() if admin_faults else "off")
+                return JSONResponse({"admin": admin_faults.public() if admin_faults else None})
+            method, path, fault = parse_route_fault(doc)
+        except ApiError as exc:
+            return error(exc)
         with state.lock:
-            state.faults[(method, path)] = [count, status]
-        return JSONResponse({"method": method, "path": path, "count": count, "status": status})
+            state.faults[(method, path)] = fault
+        log.warning("route fault: %s", fault.public(method, path))
+        return JSONResponse({**fault.public(method, path), "count": fault.remaining})
 
     async def healthz(request: Request) -> Response:
         d = state.describe()
-        return JSONResponse({"status": "ok", "deployed": len(d["deployed_models"]), "traffic_split": d["traffic_split"]})
+        return JSONResponse({"status": "ok", "deployed": len(d["deployed_models"]), "traffic_split": d["traffic_split"],
+                             "models": {m["id"]: m["display_name"] for m in d["deployed_models"]}})
 
     return Starlette(routes=[
         Route("/v1/predict", predict, methods=["POST"]),
-        Route("/v1/endpoint", describe, methods=["GET"]),
-        Route("/v1/deployed-models", deploy, methods=["POST"]),
-        Route("/v1/traffic", traffic, methods=["PUT"]),
-        Route("/v1/deployed-models/{id}", undeploy, methods=["DELETE"]),
-        Route("/v1/deployed-models/{id}/stats", stats, methods=["GET"]),
-        Route("/v1/faults", faults, methods=["POST"]),
+        Route("/v1/endpoint", admin(describe), methods=["GET"]),
+        Route("/v1/deployed-models", admin(deploy), methods=["POST"]),
+        Route("/v1/traffic", admin(traffic), methods=["PUT"]),
+        Route("/v1/deployed-models/{id}", admin(undeploy), methods=["DELETE"]),
+        Route("/v1/deployed-models/{id}/stats", admin(stats), methods=["GET"]),
+        Route("/v1/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
     ])
 

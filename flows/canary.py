@@ -263,7 +263,8 @@ def abort_rollout(flow: Any, flow_run: Any, state: Any) -> None:
     p = flow_run.parameters
     name = f"{p.get('collection')}:{p.get('version')}"
     endpoint = resolve_endpoint(p.get("endpoint_block"))
-    state_now = reconcile(endpoint, name)
+    # retried like every other endpoint call: a 503 here must not leave the canary deployed
+    state_now = with_retries("read endpoint", lambda: reconcile(endpoint, name), attempts=8, first_delay=0.25)
     if state_now.canary is None or state_now.stable is None:
         logger.info("cancelled rollout of %s: nothing to roll back (%s)", name, state_now.split)
         return

@@ -106,6 +106,84 @@ def test_injected_admin_faults_are_transient_errors(stack: Stack, models: dict[s
     ep.set_traffic({v1: 100})  # the next call goes through
 
 
+
+def test_admin_faults_fail_admin_calls_at_random_and_never_serving(stack: Stack, models: dict[str, str]) -> None:
+    """`{"admin": {...}}` fails admin calls at the given rate (transient errors for the client), leaves
+    prediction and /healthz alone, counts what it injected, stops after `count`, and can be turned off."""
+    url = stack.endpoint_url
+    ep = LocalEndpoint(url=url)
+    v1 = ep.deploy(models["v1"], "churn:v1")
+    r = httpx.post(f"{url}/v1/faults", json={"admin": {"error_rate": 1.0, "status": 502, "count": 3}})
+    assert r.status_code == 200 and r.json()["admin"]["count"] == 3
+    for _ in range(3):
+        with pytest.raises(TransientEndpointError, match="502"):
+            ep.traffic()
+        assert httpx.post(f"{url}/v1/predict", json={"instances": sample_rows(1)}).status_code == 200
+        health = httpx.get(f"{url}/healthz").json()
+        assert health["traffic_split"] == {v1: 100} and health["models"] == {v1: "churn:v1"}
+    assert ep.traffic() == {v1: 100}, "the fault budget is spent"
+    assert httpx.get(f"{url}/v1/faults").json()["injected"] == {"error": 3, "timeout": 0, "late": 0}
+
+    httpx.post(f"{url}/v1/faults", json={"admin": {"error_rate": 0.5, "seed": 3}})
+    outcomes = []
+    for _ in range(40):
+        try:
+            ep.traffic()
+            outcomes.append("ok")
+        except TransientEndpointError:
+            outcomes.append("503")
+    assert 5 <= outcomes.count("503") <= 35, outcomes
+    assert httpx.get(f"{url}/v1/faults").json()["injected"]["error"] == 3 + outcomes.count("503")
+    assert httpx.post(f"{url}/v1/faults", json={"admin": None}).json() == {"admin": None}
+    assert all(ep.traffic() == {v1: 100} for _ in range(10)), "admin faults are off"
+
+
+def test_hung_and_late_admin_calls_are_client_timeouts(stack: Stack, models: dict[str, str]) -> None:
+    """A hung call times out and changes nothing; a late one times out although its change landed."""
+    url = stack.endpoint_url
+    v1 = LocalEndpoint(url=url).deploy(models["v1"], "churn:v1")  # loading a model may take a while
+    v2 = LocalEndpoint(url=url).deploy(models["v2"], "churn:v2")
+    ep = LocalEndpoint(url=url, timeout=0.5)
+
+    def split_now() -> dict[str, int]:
+        return httpx.get(f"{url}/healthz").json()["traffic_split"]
+
+    httpx.post(f"{url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 1, "status": 504,
+                                         "delay_ms": 1500})
+    with pytest.raises(TransientEndpointError, match="unreachable .*Timeout.* on PUT /v1/traffic"):
+        ep.set_traffic({v1: 50, v2: 50})
+    time.sleep(1.5)  # the hung call has ended on the server
+    assert split_now() == {v1: 100}, "a hung call is not applied"
+
+    httpx.post(f"{url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 1, "delay_ms": 1500,
+                                         "applied": True})
+    with pytest.raises(TransientEndpointError, match="Timeout"):
+        ep.set_traffic({v1: 50, v2: 50})
+    assert split_now() == {v1: 50, v2: 50}, "a late answer: the change landed before the client gave up"
+
+    httpx.post(f"{url}/v1/faults", json={"admin": {"timeout_rate": 1.0, "delay_ms": 1500, "count": 1}})
+    with pytest.raises(TransientEndpointError, match="Timeout"):
+        ep.deployed()
+    assert ep.traffic() == {v1: 50, v2: 50}
+    assert httpx.get(f"{url}/v1/faults").json()["injected"] == {"error": 0, "timeout": 2, "late": 1}
+    assert httpx.delete(f"{url}/v1/faults").json()["admin"] is None
+
+
+@pytest.mark.parametrize(("doc", "needle"), [
+    ({"admin": {"error_rate": 0.7, "timeout_rate": 0.5}}, "sum to <= 1"),
+    ({"admin": {"error_rate": "lots"}}, "admin.error_rate"),
+    ({"admin": {"eror_rate": 0.1}}, "unknown admin fault field(s): eror_rate"),
+    ({"admin": {"error_rate": 0.1}, "method": "PUT"}, "alone"),
+    ({"method": "PUT", "path": "/v1/traffic", "status": 200}, "fault.status"),
+    ({"method": "PUT", "path": "/v1/traffic", "delay_ms": -1}, "fault.delay_ms"),
+    ({"method": "PUT"}, "faults need method"),
+])
+def test_bad_fault_configurations_are_refused(stack: Stack, doc: dict, needle: str) -> None:
+    r = httpx.post(f"{stack.endpoint_url}/v1/faults", json=doc)
+    assert r.status_code == 400 and needle in r.json()["error"], r.text
+    assert httpx.get(f"{stack.endpoint_url}/v1/faults").json()["admin"] is None
+
+
 def test_a_restarted_endpoint_serves_what_it_served(stack: Stack, models: dict[str, str]) -> None:
     ep = LocalEndpoint(url=stack.endpoint_url)
     v1 = ep.deploy(models["v1"], "churn:v1")
