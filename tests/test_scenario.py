@@ -25,7 +25,7 @@ def stack(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     policy = f"scenario-{uuid.uuid4().hex[:6]}"
     RolloutPolicy(steps=list(FAST.steps), bake_seconds=FAST.bake, final_bake_seconds=FAST.final_bake,
-                  min_requests=FAST.min_requests, deadline_seconds=300).save(policy)
+                  min_requests=FAST.min_requests, deadline_seconds=300, min_latency_increase=1.0).save(policy)
     st = Stack(tmp_path_factory.mktemp("scenario"), prefect_port=prefect_stack.prefect_port,
                webhook_secret="scenario-secret")
     saved = dict(os.environ)
