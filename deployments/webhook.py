@@ -148,7 +148,12 @@ def create_app(config: ReceiverConfig) -> Starlette:
         try:
             if outbox is None:
                 raise OutboxUnavailable("no outbox")
-            stored = await asyncio.to_thread(outbox.put, event.body_sha256, event.to_prefect)
+            try:
+                stored = await asyncio.to_thread(outbox.put, event.body_sha256, event.to_prefect)
+            except OutboxUnavailable as exc:
+                state["outbox_error"] = str(exc)  # shown on /healthz until a delivery is stored again
+                raise
+            state.pop("outbox_error", None)
             event_id, duplicate = stored.event_id, stored.duplicate
             if not duplicate:
                 state["sender"].wake()
@@ -173,13 +178,15 @@ def create_app(config: ReceiverConfig) -> Starlette:
         outbox: Outbox | None = state.get("outbox")
         sender: Sender | None = state.get("sender")
         counts = await asyncio.to_thread(outbox.counts) if outbox else None
-        return JSONResponse(
-            {
-                "status": "ok" if outbox else "degraded",
-                "outbox": counts if counts is not None else "unavailable",
-                "prefect": "ok" if (sender is None or sender.healthy) else f"retrying: {sender.last_error}",
-            }
-        )
+        outbox_error = state.get("outbox_error")
+        body: dict[str, Any] = {
+            "status": "ok" if outbox and not outbox_error else "degraded",
+            "outbox": counts if counts is not None else "unavailable",
+            "prefect": "ok" if (sender is None or sender.healthy) else f"retrying: {sender.last_error}",
+        }
+        if outbox_error:  # e.g. disk full: deliveries are accepted only once Prefect has stored them
+            body["outbox_error"] = outbox_error
+        return JSONResponse(body)
 
     return Starlette(
         routes=[
