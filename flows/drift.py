@@ -50,6 +50,7 @@ TestName = Literal["ks", "chi2", "skipped"]
 Kind = Literal["numeric", "categorical", "unsupported"]
 
 MAX_EXACT_N = 10000  # scipy's MAX_AUTO_N: 'auto' is exact when max(n1, n2) <= this
+_EXACT_INT_LIMIT = 2**50  # n1*n2 below this: D located in int64 arithmetic (see ks_statistic)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,21 +301,40 @@ def ks_statistic(ref: NumericProfile, cur: NumericProfile) -> float:
     rv, cv = ref.values, cur.values
     cc = cur.own_counts()
     idx = np.searchsorted(rv, cv, side="right")  # distinct reference values <= c_k
-    equal = np.zeros(idx.shape, dtype=bool)
-    nz = idx > 0
-    equal[nz] = rv[idx[nz] - 1] == cv[nz]
-    idx_left = idx - equal  # distinct reference values < c_k
+    # c_k equals the largest reference value <= it: then "< c_k" counts one distinct value fewer
+    # (few, reused buffers: fresh multi-MB temporaries cost page faults on every call)
+    work = np.subtract(idx, 1)
+    np.maximum(work, 0, out=work)
+    equal = rv.take(work) == cv
+    equal &= idx > 0
+    idx_left = np.subtract(idx, equal, out=work)  # distinct reference values < c_k
     if ref.cum is None:
         le, lt = idx, idx_left
     else:
         counts = np.concatenate(([0], ref.cum))
         le, lt = counts[idx], counts[idx_left]
-    at_points = np.abs(le / n1 - cc / n2).max()
-    before = np.empty_like(cc)
-    before[0] = 0
-    before[1:] = cc[:-1]
-    in_gaps = (lt / n1 - before / n2).max()
-    return float(max(at_points, in_gaps))
+
+    def before(k: np.ndarray) -> np.ndarray:  # current count just below c_k: cc[k-1], 0 for k = 0
+        return np.where(k > 0, cc[np.maximum(k - 1, 0)], 0)
+
+    if n1 * n2 >= _EXACT_INT_LIMIT:
+        at_points = np.abs(le / n1 - cc / n2).max()
+        in_gaps = (lt / n1 - before(np.arange(n2)) / n2).max()
+        return float(max(at_points, in_gaps))
+    # Find the largest gap exactly in integers (count1*n2 - count2*n1, no float division over the
+    # whole column), then form the float D only at the positions reaching it, with ks_2samp's own
+    # operations. Distinct gaps differ by at least 1/(n1*n2), far more than a float rounding, so the
+    # float maximum is among those positions; taking the float max over all of them keeps ties exact.
+    cn1 = cc * n1
+    at = le * n2
+    at -= cn1
+    gaps = lt * n2
+    gaps[1:] -= cn1[:-1]
+    best = max(int(at.max()), -int(at.min()), int(gaps.max()))
+    k_at = np.flatnonzero(np.abs(at, out=at) == best)
+    k_gap = np.flatnonzero(gaps == best)
+    values = [np.abs(le[k_at] / n1 - cc[k_at] / n2), lt[k_gap] / n1 - before(k_gap) / n2]
+    return float(max(v.max() for v in values if v.size))
 
 
 def ks_pvalue(d: float, n1: int, n2: int) -> tuple[float, float, str]:
