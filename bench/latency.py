@@ -148,7 +148,7 @@ def main() -> int:
         series = [("ours", (), args.poll)] + ([] if args.skip_baseline else [("baseline", ("--plain",), 10.0)])
         for label, serve_args, poll in series:
             stack.poll = poll
-            svc = stack.start_serve(*serve_args)
+            svc = stack.start_serve("--only", "review-issue", *serve_args)  # the deployment measured, alone
             print(f"{label}: {args.n} deliveries, {args.interval:.1f}s apart ...", flush=True)
             results[label] = run_series(stack, label, args.n, args.interval, timeout=60 + 2 * poll)
             svc.stop()
