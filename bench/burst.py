@@ -300,10 +300,16 @@ def wait_stored(api: str, ids: set[str], since: float, timeout: float, interval:
     return time.time(), missing
 
 
+BURST_EVENT = "wandb.artifact.alias-added"  # what ADD_ARTIFACT_ALIAS deliveries become
+
+
 def burst_events(api: str, entity: str, since: float) -> list[dict[str, Any]]:
-    """Every stored event of the burst's entity (paged through /events/filter)."""
+    """Every stored W&B event of the burst's entity (paged through /events/filter). Only the event the
+    deliveries map to: the flows they trigger emit events about the same artifact resource
+    (`modelops.review.opened`), which are not deliveries."""
     filt = {"occurred": {"since": _since(since),
                          "until": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()},
+            "event": {"name": [BURST_EVENT]},
             "resource": {"id_prefix": [f"wandb.artifact.{entity}/"]}}
     with httpx.Client(timeout=30) as client:
         page = client.post(f"{api}/events/filter", json={"filter": filt, "limit": 50}).raise_for_status().json()

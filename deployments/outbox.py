@@ -204,6 +204,14 @@ class Outbox:
                     (PENDING, attempts, now + delay, error[:500], i),
                 )
 
+    def retry_now(self) -> int:
+        """Make every pending event due at once (Prefect is reachable again); returns how many waited."""
+        now = self.clock()
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "UPDATE events SET next_attempt = ? WHERE state = ? AND next_attempt > ?", (now, PENDING, now))
+            return cur.rowcount
+
     def mark_rejected(self, event_id: str, error: str) -> None:
         """Prefect refused this one event for good (4xx on its own): keep it, visibly, out of the queue."""
         with self._lock, self._db:
@@ -296,6 +304,14 @@ class PrefectEvents:
         response = await self._client.post(f"{self.api_url}/events", json=documents)
         response.raise_for_status()
 
+    async def reachable(self) -> bool:
+        """Prefect's API answers its health check (a cheap probe while events wait in backoff)."""
+        try:
+            response = await self._client.get(f"{self.api_url}/health", timeout=2.0)
+        except (httpx.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
     async def stored_ids(self, events: list[OutboxEvent]) -> set[str]:
         """Ids among `events` that Prefect has persisted (read back from /events/filter)."""
         if not events:
@@ -337,12 +353,18 @@ class Sender:
         confirm_after: float = 30.0,
         idle: float = 0.5,
         confirm_every: float = 1.0,
+        probe_every: float = 2.0,
     ) -> None:
         self.outbox = outbox
         self.prefect = prefect
         self.confirm_after = confirm_after
         self.idle = idle
         self.confirm_every = confirm_every
+        self.probe_every = probe_every
+        # Prefect could not be reached (not: it answered with an error). While so, its health is
+        # probed every `probe_every` s and the backed-off events are sent the moment it answers,
+        # instead of each waiting out its own backoff (up to 30 s) after an outage.
+        self.unreachable = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
@@ -362,11 +384,24 @@ class Sender:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    async def probe(self) -> bool:
+        """After an outage: True (and every pending event due now) once Prefect answers again."""
+        if not self.unreachable or not await self.prefect.reachable():
+            return False
+        self.unreachable = False
+        waiting = await asyncio.to_thread(self.outbox.retry_now)
+        log.info("Prefect is reachable again: sending the %d event(s) that were waiting", waiting)
+        return True
+
     async def _run(self) -> None:
         last_confirm = 0.0
         last_purge = 0.0
+        last_probe = 0.0
         while True:
             try:
+                if self.unreachable and time.monotonic() - last_probe >= self.probe_every:
+                    last_probe = time.monotonic()
+                    await self.probe()
                 sent = await self.send_due()
                 now = time.monotonic()
                 if now - last_confirm >= self.confirm_every:
@@ -428,6 +463,8 @@ class Sender:
 
     async def _failed(self, ids: list[str], exc: BaseException) -> int:
         self.healthy = False
+        if not isinstance(exc, httpx.HTTPStatusError):  # no answer at all: probe until there is one
+            self.unreachable = True
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("Prefect did not take %d event(s), will retry: %s", len(ids), self.last_error)
         await asyncio.to_thread(self.outbox.mark_failed, ids, self.last_error)

@@ -382,6 +382,7 @@ class FakePrefectEvents:
         self.refuse_posts = 0
         self.lose_posts = 0
         self.read_back_calls = 0
+        self.up = True  # what the health probe answers
 
     async def post(self, documents: list[dict[str, Any]]) -> None:
         if self.refuse_posts:
@@ -392,6 +393,9 @@ class FakePrefectEvents:
             self.lose_posts -= 1
             return
         self.stored.update(d["id"] for d in documents)
+
+    async def reachable(self) -> bool:
+        return self.up
 
     async def stored_ids(self, events: list[OutboxEvent]) -> set[str]:
         self.read_back_calls += 1
@@ -539,3 +543,43 @@ def test_server_errors_are_retried_not_rejected(box: Outbox) -> None:
     sender = Sender(box, prefect, confirm_after=30)  # type: ignore[arg-type]
     assert run(sender.send_due()) == 0
     assert box.state_of(event_id) == PENDING and not sender.healthy, "5xx means later, not never"
+
+
+def test_after_an_outage_waiting_events_go_out_as_soon_as_prefect_answers(box: Outbox, clock: Clock) -> None:
+    """Not each after its own backoff (up to 30 s): the sender probes Prefect's health while it is down."""
+    prefect = FakePrefectEvents()
+    prefect.refuse_posts = 1
+    sender = Sender(box, prefect, confirm_after=30)  # type: ignore[arg-type]
+    ids = [box.put(f"sha-{i}", build).event_id for i in range(3)]
+    assert run(sender.send_due()) == 0 and sender.unreachable
+    for _ in range(5):  # backoff grows with each failed attempt
+        box.mark_failed(ids, "ConnectError")
+    assert box.due() == []
+
+    prefect.up = False
+    assert run(sender.probe()) is False and box.due() == [], "still down: the events keep their backoff"
+    prefect.up = True
+    assert run(sender.probe()) is True and not sender.unreachable
+    assert sorted(e.id for e in box.due()) == sorted(ids), "due at once, without waiting out the backoff"
+    assert run(sender.send_due()) == 3 and sender.healthy
+
+
+def test_an_erroring_prefect_is_not_probed_around_the_backoff(box: Outbox, clock: Clock) -> None:
+    """A 5xx means Prefect answers but fails: the events keep backing off (no hammering)."""
+    prefect = FakePrefectEvents()
+    sender = Sender(box, prefect, confirm_after=30)  # type: ignore[arg-type]
+    event_id = box.put("sha-a", build).event_id
+    error = httpx.HTTPStatusError("503", request=httpx.Request("POST", "http://p/api/events"),
+                                  response=httpx.Response(503))
+    run(sender._failed([event_id], error))
+    assert not sender.unreachable
+    assert run(sender.probe()) is False and box.due() == []
+
+
+def test_retry_now_moves_only_pending_events(box: Outbox, clock: Clock) -> None:
+    a = box.put("sha-a", build).event_id
+    b = box.put("sha-b", build).event_id
+    box.mark_failed([a], "down")
+    box.mark_sent([b])
+    assert box.retry_now() == 1
+    assert [e.id for e in box.due()] == [a] and box.state_of(b) == SENT
