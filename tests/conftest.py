@@ -56,3 +56,13 @@ def prefect_stack() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def prefect_api(prefect_stack: Any) -> str:
     return prefect_stack.api_url
+
+
+@pytest.fixture
+def proxy(prefect_stack: Any) -> Iterator[Any]:
+    """A TCP proxy in front of the session's Prefect server: `down()` cuts it off, `up()` restores it."""
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    p = TcpProxy(prefect_stack.prefect_port)
+    yield p
+    p.close()

@@ -45,3 +45,22 @@ def flow_runs(api: str, *, flow_name: str | None = None, name_like: str | None =
     if name_like:
         body["flow_runs"] = {"name": {"like_": name_like}}
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def deliver(st: Any, body: dict[str, Any], *, secret: str) -> dict[str, Any]:
+    """POST one W&B body to a stack's receiver, signed with `secret`; it must be accepted (202)."""
+    import json
+
+    from deployments.wandb_events import delivery_headers
+
+    raw = json.dumps(body).encode()
+    r = httpx.post(st.hook_url, content=raw, headers=delivery_headers(raw, secret=secret), timeout=30)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def forget_automations(api: str, deployment: str) -> None:
+    """Delete the automations a served deployment owns, so later tests' events start none of its runs."""
+    d = httpx.get(f"{api}/deployments/name/{deployment}/{deployment}", timeout=10)
+    if d.status_code == 200:
+        httpx.delete(f"{api}/automations/owned-by/prefect.deployment.{d.json()['id']}", timeout=10)

@@ -29,7 +29,7 @@ from bench.burst import (
 )
 from deployments.stack import Stack
 from tests.fakes.github_api import FakeGitHub
-from tests.helpers import wait_until
+from tests.helpers import forget_automations, wait_until
 
 SECRET = "burst-test-secret"
 #: seconds the Prefect server stays down in the outage test. The issue's 60 s outage is what
@@ -90,9 +90,7 @@ def served(tmp_path: Path, prefect_stack: Stack) -> Iterator[tuple[Stack, FakeGi
     finally:
         st.stop()
         github.close()
-        deployment = httpx.get(f"{st.api_url}/deployments/name/review-issue/review-issue").json()
-        if "id" in deployment:
-            httpx.delete(f"{st.api_url}/automations/owned-by/prefect.deployment.{deployment['id']}")
+        forget_automations(st.api_url, "review-issue")
 
 
 def test_burst_starts_at_most_one_flow_run_per_event(served: tuple[Stack, FakeGitHub]) -> None:

@@ -9,19 +9,19 @@ announced again by another author (a second event, so a second run that overlaps
 
 from __future__ import annotations
 
-import json
+from functools import partial
 import time
 import uuid
 from collections import Counter
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from deployments.stack import Stack
-from deployments.wandb_events import artifact_body, delivery_headers
+from deployments.wandb_events import artifact_body
 from tests.fakes.github_api import FakeGitHub
-from tests.helpers import flow_runs, read_events, wait_until
+from tests.helpers import deliver as signed_delivery
+from tests.helpers import flow_runs, forget_automations, read_events, wait_until
 
 TOKEN = "ghp_burstTokenNeverLogged_5e6f7a8b9c"
 SECRET = "burst-webhook-secret"
@@ -52,15 +52,10 @@ def served(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         st.stop()
         fake.close()
-        deployment = httpx.get(f"{st.api_url}/deployments/name/review-issue/review-issue").json()
-        httpx.delete(f"{st.api_url}/automations/owned-by/prefect.deployment.{deployment['id']}")
+        forget_automations(st.api_url, "review-issue")
 
 
-def deliver(st: Stack, body: dict[str, Any]) -> dict[str, Any]:
-    raw = json.dumps(body).encode()
-    r = httpx.post(st.hook_url, content=raw, headers=delivery_headers(raw, secret=SECRET), timeout=30)
-    assert r.status_code == 202, r.text
-    return r.json()
+deliver = partial(signed_delivery, secret=SECRET)
 
 
 def marker(collection: str) -> str:

@@ -105,13 +105,6 @@ def test_receiver_sigkilled_right_after_202_delivers_every_accepted_event_once(
 # ------------------------------------------------------------------------------ disk full
 
 
-@pytest.fixture
-def proxy(prefect_stack: Stack) -> Iterator[TcpProxy]:
-    p = TcpProxy(prefect_stack.prefect_port)
-    yield p
-    p.close()
-
-
 def _largest_file(directory: Path) -> int:
     return max((p.stat().st_size for p in directory.rglob("*") if p.is_file()), default=0)
 

@@ -31,7 +31,7 @@ import pytest
 from deployments.stack import ROOT, Stack
 from deployments.wandb_events import Credentials, artifact_body, delivery_headers
 from tests.fakes.github_api import FakeGitHub
-from tests.helpers import flow_runs, wait_until
+from tests.helpers import flow_runs, forget_automations, wait_until
 
 RUN = uuid.uuid4().hex[:8]
 SECRETS = {
@@ -123,9 +123,7 @@ def run(prefect_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         st.stop()
         fake.close()
-        deployment = httpx.get(f"{st.api_url}/deployments/name/review-issue/review-issue")
-        if deployment.status_code == 200:
-            httpx.delete(f"{st.api_url}/automations/owned-by/prefect.deployment.{deployment.json()['id']}")
+        forget_automations(st.api_url, "review-issue")
 
 
 def _post_all(api: str, path: str, body: dict[str, Any], key: str | None = None) -> list[Any]:

@@ -43,13 +43,6 @@ def receivers(tmp_path: Path, prefect_stack: Stack) -> Iterator[Callable[..., St
         st.stop()
 
 
-@pytest.fixture
-def proxy(prefect_stack: Stack) -> Iterator[TcpProxy]:
-    p = TcpProxy(prefect_stack.prefect_port)
-    yield p
-    p.close()
-
-
 def entity() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
