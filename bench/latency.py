@@ -33,6 +33,7 @@ from deployments.stack import Stack  # noqa: E402
 from deployments.wandb_events import artifact_body, delivery_headers  # noqa: E402
 
 FIRST_LINE = "review-issue for "
+VERBOSE = bool(os.environ.get("MODELOPS_BENCH_VERBOSE"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,9 +108,13 @@ def print_phases(api: str, label: str, posted: dict[str, float], runs: dict[str,
         if None in marks:
             continue
         previous = t0
+        steps = []
         for name, mark in zip(phases, marks):
             phases[name].append(mark - previous)
+            steps.append(mark - previous)
             previous = mark
+        if VERBOSE:
+            print(f"    {version:>4} posted {t0 % 1000:8.2f}: " + " ".join(f"{s:+6.2f}" for s in steps))
     if phases["first line"]:
         print(f"  {label}: median seconds per phase: " + ", ".join(
             f"{name} +{statistics.median(values):.2f}" for name, values in phases.items()))

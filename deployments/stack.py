@@ -161,7 +161,7 @@ class Stack:
         (self.home / "prefect").mkdir(parents=True, exist_ok=True)
         svc = self._spawn(
             "prefect-server",
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            [sys.executable, "-m", "deployments.prefect_server", "start", "--host", "127.0.0.1",
              "--port", str(self.prefect_port)],
             self.env(),
         )
