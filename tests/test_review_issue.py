@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -203,6 +204,48 @@ def test_two_overlapping_runs_for_one_promotion_open_one_issue(github: FakeGitHu
     name = promotion_lock_name(marker_of(version))
     wait_until(lambda: [e for e in read_events(prefect_api, event="prefect.concurrency-limit.acquired")
                         if e["resource"]["prefect.resource.name"] == name], 30, message="the lock's acquired event")
+    assert name not in lock_limits(prefect_api), "the lock is deleted once the issue exists"
+
+
+def test_a_run_killed_while_holding_the_lock_does_not_block_its_promotion(
+    github: FakeGitHub, prefect_api: str
+) -> None:
+    """A run SIGKILLed inside the promotion lock leaves its slot taken; Prefect's lease on it (60 s,
+    the server's minimum) lapses without renewal and the repossessor frees it, so the next run for the
+    promotion takes the lock (instead of waiting out its 180 s timeout) and opens the one issue."""
+    from flows.review_issue import LOCK_LEASE_SECONDS, LOCK_TIMEOUT_SECONDS, promotion_lock_name
+
+    github.stall("GET", f"/repos/{REPO}/issues", 3600.0, times=1)  # the first run hangs inside the lock
+    version = f"v{uuid.uuid4().int % 10_000}"
+    name = promotion_lock_name(marker_of(version))
+    cmd = [sys.executable, "-m", "flows.review_issue", "--entity", "acme", "--collection", "churn",
+           "--version", version]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def slot_taken() -> bool:
+            r = httpx.get(f"{prefect_api}/v2/concurrency_limits/{name}")
+            return r.status_code == 200 and r.json()["active_slots"] == 1
+
+        wait_until(slot_taken, 120, message="the first run holding the promotion lock")
+        wait_until(lambda: ("GET", f"/repos/{REPO}/issues") in github.requests, 60,
+                   message="the first run inside the lock, listing issues")
+    finally:
+        os.killpg(first.pid, 9)
+        first.wait()
+    assert slot_taken(), "the killed run's slot stays taken until its lease lapses"
+
+    result = run_flow(version=version)
+    assert result["created"] is True and len(github.issues) == 1
+    def acquired() -> list[dict[str, Any]]:
+        return [e for e in read_events(prefect_api, event="prefect.concurrency-limit.acquired")
+                if e["resource"]["prefect.resource.name"] == name]
+
+    # two acquisitions: the second run took the lock after the lease lapsed, not after its timeout
+    wait_until(lambda: len(acquired()) == 2, 30, message="both runs' acquired events")
+    first_at, second_at = sorted(datetime.fromisoformat(e["occurred"].replace("Z", "+00:00")) for e in acquired())
+    waited = (second_at - first_at).total_seconds()
+    assert LOCK_LEASE_SECONDS <= waited < LOCK_TIMEOUT_SECONDS
     assert name not in lock_limits(prefect_api), "the lock is deleted once the issue exists"
 
 
