@@ -122,6 +122,42 @@ def test_cli_exit_codes(prefect_api: str, tmp_path: Path) -> None:
     assert bad_alpha.returncode == 2 and "alpha" in bad_alpha.stderr
 
 
+def test_cli_reads_gs_urls_through_gcsfs_with_service_account_credentials(prefect_api: str, tmp_path: Path) -> None:
+    """`gs://` tables through the `gcs` extra (real gcsfs, real google-auth) against a local server
+    that speaks the Cloud Storage JSON API and Google's OAuth token exchange: the credentials are a
+    service-account key file named by GOOGLE_APPLICATION_CREDENTIALS, as on a worker."""
+    from tests.fakes.gcp_api import FakeGcp
+
+    ref, cur = write_pair(tmp_path, shift=0.5)
+    with FakeGcp() as fake:
+        key_file = tmp_path / "sa.json"
+        key_file.write_text(json.dumps(fake.new_service_account("modelops-test")))
+        fake.put_object("gs://acme-data/churn/reference.csv", Path(ref).read_bytes())
+        fake.put_object("gs://acme-data/churn/2026-11/current.parquet", Path(cur).read_bytes())
+        env = {**os.environ, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file), "STORAGE_EMULATOR_HOST": fake.url,
+               # gcsfs's bucket-type probe speaks gRPC to the storage host; the local server speaks JSON only
+               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "flows.drift", *args, "--no-wandb", "--json"], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=180)
+
+        proc = cli("--reference", "gs://acme-data/churn/reference.csv",
+                   "--current", "gs://acme-data/churn/2026-11/current.parquet")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        doc = json.loads(proc.stdout)
+        local = json.loads(_cli("--reference", ref, "--current", cur, "--no-wandb", "--json").stdout)
+        assert doc["drift_detected"] is True
+        assert [(f["name"], f["statistic"], f["p_value"]) for f in doc["features"]] == \
+            [(f["name"], f["statistic"], f["p_value"]) for f in local["features"]], "the same tables as read locally"
+        downloads = [r for r in fake.requests if r.path.startswith("/download/storage/v1/b/acme-data/o/")]
+        assert downloads and all(r.auth == "token" for r in downloads), "read from the server, with the key's token"
+
+        missing = cli("--reference", "gs://acme-data/churn/nope.csv", "--current",
+                      "gs://acme-data/churn/2026-11/current.parquet")
+        assert missing.returncode == 2 and "gs://acme-data/churn/nope.csv" in missing.stderr and missing.stdout == ""
+
+
 def test_trigger_fires_on_new_dataset_version_with_the_right_refs() -> None:
     from prefect.server.events.schemas.automations import EventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
