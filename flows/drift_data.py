@@ -207,8 +207,30 @@ def _fsspec_opener(ref: str) -> Callable[[], IO[bytes]]:
             return fsspec.open(ref, "rb").open()
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"table file not found: {ref!r}") from exc
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            hint = _CREDENTIAL_HINTS.get(protocol, "check the credentials this worker uses for it")
+            raise PermissionError(f"reading {ref!r} was refused ({exc}): {hint}") from exc
 
     return opener
+
+
+_CREDENTIAL_HINTS = {
+    "gs": "check the worker's Google credentials (GOOGLE_APPLICATION_CREDENTIALS, or the service account "
+          "attached to it) and that they may read the object (roles/storage.objectViewer)",
+}
+_CREDENTIAL_HINTS["gcs"] = _CREDENTIAL_HINTS["gs"]
+
+
+def _refused(exc: BaseException) -> bool:
+    """An fsspec backend's "not allowed": gcsfs raises HttpError(code 401) once it has given up
+    refreshing the token, and OSError("Forbidden: ...") on 403."""
+    if isinstance(exc, PermissionError):
+        return True
+    if getattr(exc, "code", None) in (401, 403):
+        return True
+    return isinstance(exc, OSError) and str(exc).startswith("Forbidden")
 
 
 def _read(

@@ -220,6 +220,35 @@ def test_gs_without_gcsfs_says_what_to_install(monkeypatch: pytest.MonkeyPatch) 
     assert "gcsfs" in str(info.value)
 
 
+@pytest.mark.parametrize("refusal", ["401", "403"])
+def test_gs_refused_names_the_credentials_to_check(monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    """What gcsfs raises when Google says no (after its own token-refresh retries): a PermissionError
+    that names the URL and the setting to check; any other error passes through untouched."""
+    import fsspec
+    from gcsfs.retry import HttpError
+
+    error = (HttpError({"code": 401, "message": "Invalid Credentials"}) if refusal == "401"
+             else OSError("Forbidden: acme-data/churn/ref.parquet\nno storage.objects.get access"))
+
+    class Refusing:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def open(self) -> object:
+            raise self.exc
+
+    monkeypatch.setattr(fsspec, "open", lambda *a, **k: Refusing(error))
+    with pytest.raises(PermissionError) as info:
+        load_table("gs://acme-data/churn/ref.parquet")
+    message = str(info.value)
+    assert "gs://acme-data/churn/ref.parquet" in message and "GOOGLE_APPLICATION_CREDENTIALS" in message
+    assert info.value.__cause__ is error
+
+    monkeypatch.setattr(fsspec, "open", lambda *a, **k: Refusing(RuntimeError("socket closed")))
+    with pytest.raises(RuntimeError, match="socket closed"):
+        load_table("gs://acme-data/churn/ref.parquet")
+
+
 # --- W&B artifacts -----------------------------------------------------------------------------------
 
 
