@@ -93,8 +93,8 @@ def test_no_drift_emits_checked(prefect_api: str, tmp_path: Path) -> None:
     assert read_events(prefect_api, event="modelops.drift.detected", resource_prefix=resource) == []
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.drift", *args], cwd=ROOT, env=dict(os.environ),
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.drift", *args], cwd=ROOT, env=env or dict(os.environ),
                           capture_output=True, text=True, timeout=180)
 
 
@@ -139,8 +139,7 @@ def test_cli_reads_gs_urls_through_gcsfs_with_service_account_credentials(prefec
                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "flows.drift", *args, "--no-wandb", "--json"], cwd=ROOT,
-                                  env=env, capture_output=True, text=True, timeout=180)
+            return _cli(*args, "--no-wandb", "--json", env=env)
 
         proc = cli("--reference", "gs://acme-data/churn/reference.csv",
                    "--current", "gs://acme-data/churn/2026-11/current.parquet")

@@ -28,10 +28,10 @@ async def _read_then_write_while_another_writes(db_path: Path) -> list[int]:
 
     config = AioSqliteConfiguration(connection_url=f"sqlite+aiosqlite:///{db_path}")
     engine = await config.engine()
+    a, b = await config.session(engine), await config.session(engine)
     try:
         async with engine.connect() as conn:
             await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
-        a, b = await config.session(engine), await config.session(engine)
 
         async def b_writes() -> None:
             async with config.begin_transaction(b):
