@@ -8,14 +8,16 @@ local server that speaks the GitHub REST API.
 from __future__ import annotations
 
 import json
-from functools import partial
+import subprocess
+import sys
 import time
+from functools import partial
 import uuid
 from typing import Any, Iterator
 
 import pytest
 
-from deployments.stack import Stack
+from deployments.stack import ROOT, Stack
 from deployments.wandb_events import artifact_body
 from tests.fakes.github_api import FakeGitHub
 from tests.helpers import deliver as signed_delivery
@@ -97,3 +99,20 @@ def test_other_aliases_do_not_trigger_a_review(served: tuple[Stack, FakeGitHub])
     wait_until(lambda: read_events(st.api_url, ids=[accepted["event_id"]]), 30, message="the staging event")
     time.sleep(3)
     assert runs_for(st.api_url, collection) == [], "the trigger matches the production alias only"
+
+
+def test_prefect_deployment_run_starts_the_served_flow_ad_hoc(served: tuple[Stack, FakeGitHub]) -> None:
+    """The README's ad hoc path through Prefect's own CLI: `prefect deployment run review-issue/review-issue`."""
+    st, github = served
+    collection = f"adhoc-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "review-issue/review-issue",
+         "-p", "entity=acme", "-p", f"collection={collection}", "-p", "version=v7"],
+        cwd=ROOT, env=st.env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    (run,) = wait_until(lambda: [r for r in runs_for(st.api_url, collection) if r["state_type"] == "COMPLETED"], 90,
+                        message="the review-issue run started by `prefect deployment run`")
+    assert run["deployment_id"] and run["parameters"]["version"] == "v7"
+    issues = [i for i in github.issues if collection in i["title"]]
+    assert len(issues) == 1 and issues[0]["title"] == f"Review model promotion: {collection}:v7 → production"
