@@ -555,13 +555,17 @@ def apply_automations(
         if spec.scope not in scopes:
             scopes[spec.scope] = resolve_scope(api, spec.scope, config)
         desired = spec.automation(scopes[spec.scope], integration)
-        entities = list(dict.fromkeys([spec.scope.entity, config.entity]))
-        existing = _find_existing(api, spec.name, entities)
+        # A registry belongs to the org's entity, not to the --org name the user typed: search the
+        # entity that owns the fetched scope first (`Registry.entity`), then the names given.
+        owner = getattr(scopes[spec.scope], "entity", None)
+        owner = owner if isinstance(owner, str) else None
+        entities = list(dict.fromkeys([owner, spec.scope.entity, config.entity]))
+        existing = _find_existing(api, spec.name, [e for e in entities if e])
         result: Result | None = None
         if existing is None:
             try:
                 saved = api.create_automation(desired, name=spec.name, description=spec.description)
-            except ValueError as exc:
+            except Exception as exc:  # W&B's 409: ValueError "... exists", wrapped by the SDK in CommError
                 if "exists" not in str(exc):
                     raise
                 # named in an entity we did not search (e.g. the org's): find it wherever it is visible

@@ -142,6 +142,8 @@ class _Run:
             try:
                 resolved = value.resolve(field.name.value, args)
             except GraphQLFault as fault:
+                if fault.status != 200:
+                    raise  # W&B answers some errors with an HTTP status (409 for a name taken, ...)
                 self.errors.append({"message": str(fault), "path": [*path.split("."), key],
                                     **({"extensions": fault.extensions} if fault.extensions else {})})
                 out[key] = None

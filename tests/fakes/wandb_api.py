@@ -223,7 +223,8 @@ class FakeWandb(LoopbackServer):
     default_headers = {"Content-Type": "application/json"}
 
     def __init__(self, api_key: str = "local-wandb-key-" + "0" * 30, *, user: str = "ada",
-                 teams: tuple[str, ...] = ("acme",), org: str = "acme", validate: bool = True) -> None:
+                 teams: tuple[str, ...] = ("acme",), org: str = "acme-corp",
+                 registries: tuple[str, ...] = ("model", "dataset"), validate: bool = True) -> None:
         self.api_key = api_key
         self.validate = validate
         self._lock = threading.RLock()
@@ -248,6 +249,8 @@ class FakeWandb(LoopbackServer):
         self._entity(org, "ORGANIZATION", org)
         for team in teams:
             self._entity(team, "TEAM", org)
+        for name in registries:  # W&B's core registries exist in every org; others are created by an admin
+            self.add_registry(name)
         self.url = f"http://127.0.0.1:{self._serve('fake-wandb')}"
 
     # -- set-up helpers for tests ---------------------------------------------------------------
@@ -257,6 +260,12 @@ class FakeWandb(LoopbackServer):
             if name not in self.entities:
                 self.entities[name] = _Entity(next(self._ids), name, kind, org or self.org)
             return self.entities[name]
+
+    def add_registry(self, name: str) -> None:
+        """A registry: the project `wandb-registry-<name>` of the org's entity."""
+        with self._lock:
+            key = (self.org, f"wandb-registry-{name}")
+            self.projects.setdefault(key, _Project(next(self._ids), *key))
 
     def add_integration(self, entity: str, name: str, url: str) -> int:
         """A generic webhook integration (W&B: team settings -> webhooks), as a W&B admin would add it."""
@@ -424,8 +433,7 @@ class FakeWandb(LoopbackServer):
             return None
         key = (entity, name)
         if key not in self.projects:
-            registry = name.startswith("wandb-registry-")
-            if not create and not registry:
+            if not create or name.startswith("wandb-registry-"):  # registries are created by an admin
                 return None
             if entity not in self.entities:
                 if not create:
@@ -465,15 +473,20 @@ class FakeWandb(LoopbackServer):
             organization=lambda: self._org_obj(org) if org and e.kind != "USER" else None,
             user=lambda: self._user_obj() if e.kind == "USER" else None,
             defaultAccess="USER", readOnlyAdmin=False, privateOnly=False, codeSavingEnabled=False,
-            entityType=e.kind, coreWeaveOrganizationId=None,
+            entityType=e.kind.lower(), coreWeaveOrganizationId=None,
             projects=lambda **kw: self._connection([self._project_obj(p) for p in self.projects.values()
                                                     if p.entity == e.name]),
             artifactMemberships=lambda **kw: self._memberships_connection(e, **kw),
+            project=lambda name=None: self._project_obj(p) if (p := self._project(e.name, name)) else None,
+            integrations=lambda **kw: self._connection([self._integration_obj(g) for g in self.integrations.values()
+                                                        if g.entity == e.name]),
+            triggers=lambda **kw: self._connection([self._trigger_obj(t) for t in self.automations.values()
+                                                    if t.entity == e.name]),
         )
 
     def _org_obj(self, org: _Entity) -> Obj:
         return Obj("Organization", id=_gid("Organization", org.id), name=org.name,
-                   orgEntity=lambda: Obj("Entity", id=_gid("Entity", org.id), name=org.name, entityType="ORGANIZATION",
+                   orgEntity=lambda: Obj("Entity", id=_gid("Entity", org.id), name=org.name, entityType="organization",
                                          artifactMemberships=lambda **kw: self._memberships_connection(org, **kw)),
                    advancedRegistryFeatures=Obj("AdvancedRegistryFeatures", advancedSearch=False),
                    coreWeaveOrganizationId=None)
@@ -489,6 +502,7 @@ class FakeWandb(LoopbackServer):
             teams=lambda **kw: self._connection([self._entity_obj(t) for t in teams]),
             organizations=lambda **kw: [self._org_obj(o) for o in orgs],
             apiKeys=lambda **kw: self._connection([]),
+            projects=lambda **kw: self._connection([self._project_obj(p) for p in self.projects.values()]),
         )
 
     @staticmethod
@@ -502,7 +516,8 @@ class FakeWandb(LoopbackServer):
         entity = self.entities[p.entity]
         return Obj(
             "Project", id=_gid("Project", p.id), internalId=_gid("Project", p.id), name=p.name, entityName=p.entity,
-            createdAt=p.created, isBenchmark=False, readOnly=False, access="PRIVATE",
+            createdAt=p.created, updatedAt=None, isBenchmark=False, readOnly=False, access="PRIVATE", description=None,
+            allowAllArtifactTypesInRegistry=True, user=lambda: self._user_obj(),
             entity=lambda: self._entity_obj(entity),
             artifact=lambda name: self._member_artifact(p, name),
             artifactCollectionMembership=lambda name: self._member_obj_or_none(p, name),
@@ -510,6 +525,11 @@ class FakeWandb(LoopbackServer):
             artifactTypes=lambda **kw: self._connection([self._type_obj(p, t) for t in self._types(p)]),
             artifactCollection=lambda name: self._collection_or_none(p, name),
             artifactSequence=lambda name: self._collection_or_none(p, name, "ArtifactSequence"),
+            triggers=lambda **kw: [self._trigger_obj(t) for t in self.automations.values()
+                                   if t.scope_type == "PROJECT" and t.scope_id == _gid("Project", p.id)
+                                   or t.scope_type == "ARTIFACT_COLLECTION" and any(
+                                       t.scope_id == _gid(c.kind, c.id) for c in self.collections.values()
+                                       if (c.entity, c.project) == (p.entity, p.name))],
             run=lambda name: self._run_obj(self.runs[(p.entity, p.name, name)]) if (p.entity, p.name, name) in self.runs else None,
         )
 
@@ -671,16 +691,19 @@ class FakeWandb(LoopbackServer):
                                                 if _gid(c.kind, c.id) == id), None),
         )
 
+    #: Server features the SDK knows that this fake does not serve (the SDK then takes its other path).
+    NOT_SERVED_FEATURES = frozenset({
+        "SERVER_FEATURE_UNSPECIFIED", "CLIENT_IDS", "STRUCTURED_CONSOLE_LOGS",
+        "ARTIFACT_COLLECTION_MEMBERSHIP_FILE_DOWNLOAD_HANDLER", "ARTIFACT_V2_DOWNLOAD_HANDLER_SUPPORTS_ARTIFACT_ID",
+        "MARK_RUN_FILES_UPLOADED", "SWEEPS_QUERY_FILTERING", "SWEEPS_LOCAL_SCHEDULER", "FILESTREAM_GZIP",
+        "ARTIFACT_DIGEST_ALGORITHM", "AUTOMATION_LAST_EXECUTED_AT", "AUTOMATION_ACTION_ARIA", "EVAL_TABLES_CES",
+    })
+
     def features(self) -> dict[str, bool]:
-        """The server features W&B announces; the SDK picks its code paths from them."""
-        return {"LARGE_FILENAMES": True, "ARTIFACT_TAGS": True, "CLIENT_IDS": False, "ARTIFACT_REGISTRY_SEARCH": False,
-                "STRUCTURED_CONSOLE_LOGS": False, "USE_ARTIFACT_WITH_ENTITY_AND_PROJECT_INFORMATION": True,
-                "EXPAND_DEFINED_METRIC_GLOBS": False, "AUTOMATION_EVENT_RUN_METRIC": True,
-                "AUTOMATION_EVENT_RUN_METRIC_CHANGE": True, "AUTOMATION_EVENT_RUN_STATE": True,
-                "AUTOMATION_EVENT_RUN_METRIC_ZSCORE": True, "AUTOMATION_ACTION_NO_OP": True,
-                "INCLUDE_ARTIFACT_TYPES_IN_REGISTRY_CREATION": True, "TOTAL_COUNT_IN_FILE_CONNECTION": True,
-                "ARTIFACT_COLLECTION_MEMBERSHIP_FILES": True, "ARTIFACT_COLLECTION_MEMBERSHIP_FILE_DOWNLOAD_HANDLER": False,
-                "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP": True, "RUN_NAME_FILTER": True}
+        """The server features announced (W&B's SaaS has them all); the SDK picks its code paths from them."""
+        from wandb.proto import wandb_internal_pb2 as pb
+
+        return {name: name not in self.NOT_SERVED_FEATURES for name in pb.ServerFeature.keys()}
 
     def _artifact_by_gid(self, gid: str) -> Obj | None:
         try:
@@ -714,6 +737,9 @@ class FakeWandb(LoopbackServer):
             updateArtifact=lambda input: self._update_artifact(input),
             addAliases=lambda input: self._add_aliases(input),
             deleteAliases=lambda input: self._delete_aliases(input),
+            createFilterTrigger=lambda input: self._create_trigger(input),
+            updateFilterTrigger=lambda input: self._update_trigger(input),
+            deleteTrigger=lambda input: self._delete_trigger(input),
             createRunFiles=lambda input: self._create_run_files(input),
         )
 
@@ -765,7 +791,8 @@ class FakeWandb(LoopbackServer):
         key = (entity, project, name)
         col = self.collections.get(key)
         if col is None:
-            self._project(entity, project, create=True)
+            if self._project(entity, project, create=True) is None:
+                raise GraphQLFault(f"project {entity}/{project} not found (a registry is created by an org admin)")
             col = self.collections[key] = _Collection(next(self._ids), entity, project, name, type_name, kind)
         elif col.type_name != type_name:
             raise GraphQLFault(f"artifact collection {name} has type {col.type_name}, not {type_name}")
@@ -926,3 +953,105 @@ class FakeWandb(LoopbackServer):
             if a["alias"] in member.aliases:
                 member.aliases.remove(a["alias"])
         return Obj("DeleteAliasesPayload", success=True)
+
+    # automations: W&B calls them triggers (scope + triggering condition + triggered action)
+
+    def _integration_obj(self, g: _Integration) -> Obj:
+        return Obj("GenericWebhookIntegration", implements=("Integration",), id=_gid("Integration", g.id),
+                   name=g.name, urlEndpoint=g.url, createdAt=g.created)
+
+    def _scope_obj(self, scope_type: str, scope_id: str) -> Obj | None:
+        kind, _, n = base64.b64decode(scope_id).decode().partition(":")
+        if scope_type == "PROJECT":
+            p = next((p for p in self.projects.values() if p.id == int(n)), None)
+            return self._project_obj(p) if p else None
+        if scope_type == "ARTIFACT_COLLECTION":
+            c = next((c for c in self.collections.values() if c.id == int(n)), None)
+            return self._collection_obj(c) if c else None
+        e = next((e for e in self.entities.values() if e.id == int(n)), None)
+        return self._entity_obj(e) if e else None
+
+    def _trigger_obj(self, t: _Automation) -> Obj:
+        integration = self.integrations.get(t.action.get("integration", -1))
+        return Obj(
+            "Trigger", id=_gid("Trigger", t.id), createdAt=t.created, updatedAt=t.updated, name=t.name,
+            description=t.description, enabled=t.enabled,
+            scope=lambda: self._scope_obj(t.scope_type, t.scope_id),
+            triggeringCondition=Obj("FilterEventTriggeringCondition", eventType=t.event_type,
+                                    filter=self._saved_filter(t.event_type, t.event_filter)),
+            triggeredAction=Obj("GenericWebhookTriggeredAction",
+                                integration=self._integration_obj(integration) if integration else None,
+                                requestPayload=t.action.get("requestPayload")),
+        )
+
+    @staticmethod
+    def _saved_filter(event_type: str, event_filter: str) -> str:
+        """W&B answers an artifact event's filter wrapped one level deeper (`{"filter": ...}`) than it was
+        given; run metric and run state filters come back as given (see wandb.automations._inputs)."""
+        if event_type.startswith("RUN_"):
+            return event_filter
+        return json.dumps({"filter": json.loads(event_filter)}, separators=(",", ":"))
+
+    def _check_trigger_input(self, i: dict[str, Any]) -> tuple[str, str, str, str, dict[str, Any]]:
+        scope_type, scope_id = i["scopeType"], i["scopeID"]
+        if self._scope_obj(scope_type, scope_id) is None:
+            raise GraphQLFault(f"scope {scope_type} {scope_id} not found")
+        try:
+            json.loads(i["eventFilter"])
+        except (TypeError, ValueError):
+            raise GraphQLFault(f"eventFilter is not JSON: {i.get('eventFilter')!r}") from None
+        if i["triggeredActionType"] != "GENERIC_WEBHOOK":
+            raise GraphQLFault(f"this fake serves GENERIC_WEBHOOK actions, not {i['triggeredActionType']}")
+        hook = (i.get("triggeredActionConfig") or {}).get("genericWebhookActionInput") or {}
+        kind, _, n = base64.b64decode(hook.get("integrationID") or "").decode().partition(":")
+        if kind != "Integration" or not n.isdigit() or int(n) not in self.integrations:
+            raise GraphQLFault(f"integration {hook.get('integrationID')} not found")
+        return scope_type, scope_id, i["triggeringEventType"], i["eventFilter"], {
+            "integration": int(n), "requestPayload": hook.get("requestPayload")}
+
+    def _scope_entity(self, scope_type: str, scope_id: str) -> str:
+        kind, _, n = base64.b64decode(scope_id).decode().partition(":")
+        if scope_type == "PROJECT":
+            return next(p.entity for p in self.projects.values() if p.id == int(n))
+        if scope_type == "ARTIFACT_COLLECTION":
+            return next(c.entity for c in self.collections.values() if c.id == int(n))
+        return next(e.name for e in self.entities.values() if e.id == int(n))
+
+    def _create_trigger(self, i: dict[str, Any]) -> Obj:
+        scope_type, scope_id, event, event_filter, action = self._check_trigger_input(i)
+        entity = self._scope_entity(scope_type, scope_id)
+        if any(t.name == i["name"] and t.entity == entity for t in self.automations.values()):
+            raise GraphQLFault(f"a trigger named {i['name']} already exists", status=409)
+        tid = next(self._ids)
+        t = self.automations[tid] = _Automation(tid, entity, i["name"], i.get("description"), bool(i.get("enabled", True)),
+                                                 scope_type, scope_id, event, event_filter, "GENERIC_WEBHOOK", action)
+        return Obj("CreateFilterTriggerPayload", trigger=self._trigger_obj(t))
+
+    def _trigger_by_gid(self, gid: str) -> _Automation:
+        kind, _, n = base64.b64decode(gid or "").decode().partition(":")
+        t = self.automations.get(int(n)) if kind == "Trigger" and n.isdigit() else None
+        if t is None:
+            raise GraphQLFault(f"trigger {gid} not found")
+        return t
+
+    def _update_trigger(self, i: dict[str, Any]) -> Obj:
+        t = self._trigger_by_gid(i["id"])
+        merged = {"scopeType": t.scope_type, "scopeID": t.scope_id, "triggeringEventType": t.event_type,
+                  "eventFilter": t.event_filter, "triggeredActionType": t.action_type,
+                  "triggeredActionConfig": {"genericWebhookActionInput": {
+                      "integrationID": _gid("Integration", t.action["integration"]),
+                      "requestPayload": t.action.get("requestPayload")}},
+                  **{k: v for k, v in i.items() if v is not None}}
+        t.scope_type, t.scope_id, t.event_type, t.event_filter, t.action = self._check_trigger_input(merged)
+        t.name = merged.get("name") or t.name
+        if "description" in i and i["description"] is not None:
+            t.description = i["description"]
+        if i.get("enabled") is not None:
+            t.enabled = bool(i["enabled"])
+        t.updated = _now()
+        return Obj("UpdateFilterTriggerPayload", trigger=self._trigger_obj(t))
+
+    def _delete_trigger(self, i: dict[str, Any]) -> Obj:
+        t = self._trigger_by_gid(i["triggerID"])
+        del self.automations[t.id]
+        return Obj("DeleteTriggerPayload", success=True)
