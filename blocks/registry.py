@@ -184,6 +184,10 @@ class LocalRegistry(Block):
         except RegistryError:
             return None
 
+    def download(self, mv: ModelVersion) -> str:
+        """The version's model file (already local)."""
+        return mv.uri
+
     # -- writing ----------------------------------------------------------------------------------
     def register(self, collection: str, model_file: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                  aliases: tuple[str, ...] | list[str] = ("candidate",), event: str = "LINK_ARTIFACT") -> ModelVersion:
@@ -372,49 +376,105 @@ class WandbRegistry(Block):
 
     def register(self, collection: str, model_file: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                  aliases: tuple[str, ...] | list[str] = ("candidate",)) -> ModelVersion:
+        """Log the file as a `model` artifact from a `register-model` run and link it into the registry
+        collection with `aliases` (W&B moves each alias from its previous holder)."""
         import wandb
 
         for a in aliases:
             check_name(a, "alias")
+        src = Path(model_file)
+        if not src.is_file():
+            raise RegistryError(f"model file {src} does not exist")
         creds = self.credentials.model_copy(update={"project": self.credentials.project or self.project})
         run = creds.init_run(job_type="register-model", config={"collection": collection})
+        target = self.path(collection)
         try:
             artifact = wandb.Artifact(name=collection, type="model", metadata=dict(metadata or {}))
-            artifact.add_file(str(model_file))
+            artifact.add_file(str(src))
             logged = run.log_artifact(artifact)
             logged.wait()
-            run.link_artifact(logged, target_path=self.path(collection), aliases=list(aliases))
-        finally:
-            run.finish()
-        return self.get(collection, aliases[0] if aliases else "latest")
+            linked = run.link_artifact(logged, target_path=target, aliases=list(aliases))
+        except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+            run.finish(exit_code=1)
+            raise self.credentials.failure(exc, f"registering {src.name} as {target}") from None
+        run.finish()
+        version = getattr(linked, "version", None)
+        return self.get(collection, version if version and _VERSION.match(version) else (aliases[0] if aliases else "latest"))
+
+    def _api(self) -> Any:
+        return self.credentials.get_api()
+
+    def _artifact(self, collection: str, ref: str) -> Any:
+        """The registry's artifact for `collection:ref`; RegistryError when W&B has no such version."""
+        from blocks.wandb import WandbNotFound
+
+        path = self.path(collection, ref)
+        try:
+            return self._api().artifact(path, type="model")
+        except Exception as exc:  # noqa: BLE001 - translated below
+            failure = self.credentials.failure(exc, f"reading {path}")
+        if isinstance(failure, WandbNotFound):
+            raise RegistryError(f"{path} is not in the W&B registry ({failure})") from None
+        raise failure
 
     def get(self, collection: str, ref: str) -> ModelVersion:
-        api = self.credentials.get_api()
-        try:
-            artifact = api.artifact(self.path(collection, ref), type="model")
-        except Exception as exc:  # wandb raises CommError/ValueError for a missing artifact
-            raise RegistryError(f"{self.path(collection, ref)} not found: {exc}") from None
-        return self._version(artifact, collection)
+        """A version by `vN`, alias or `latest`. RegistryError when it does not exist; W&B being
+        unreachable or refusing the key raises `WandbUnavailable` / `WandbConfigError`, never "not found"."""
+        return self._version(self._artifact(collection, ref), collection)
 
     def find(self, collection: str, ref: str) -> ModelVersion | None:
+        """`get`, or None when the version does not exist (an outage is an error, not "none yet")."""
         try:
             return self.get(collection, ref)
         except RegistryError:
             return None
 
     def versions(self, collection: str) -> list[ModelVersion]:
-        api = self.credentials.get_api()
-        return [self._version(a, collection) for a in api.artifacts("model", self.path(collection))]
+        """Every version of the collection, oldest first (as LocalRegistry lists them); [] when none."""
+        from blocks.wandb import WandbConfigError, WandbError, WandbNotFound
+
+        path = self.path(collection)
+        try:
+            api = self._api()
+            # the SDK cannot tell a missing collection from a bad answer when listing: ask first
+            if not api.artifact_collection_exists(path, "model"):
+                return []
+            found = [self._version(a, collection) for a in api.artifacts("model", path)]
+        except (WandbConfigError, WandbError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated below
+            failure = self.credentials.failure(exc, f"listing {path}")
+            if isinstance(failure, WandbNotFound):
+                return []
+            raise failure from None
+        return sorted(found, key=lambda mv: int(mv.version[1:]) if _VERSION.match(mv.version) else -1)
 
     def set_alias(self, collection: str, version: str, alias: str) -> ModelVersion:
-        """W&B moves the alias from its previous holder itself and sends the ADD_ARTIFACT_ALIAS webhook."""
+        """Give `alias` to the version; W&B takes it from its previous holder in the collection and
+        sends the ADD_ARTIFACT_ALIAS webhook itself. Idempotent."""
         check_name(alias, "alias")
-        api = self.credentials.get_api()
-        artifact = api.artifact(self.path(collection, version), type="model")
+        artifact = self._artifact(collection, version)
         if alias not in artifact.aliases:
             artifact.aliases.append(alias)
-            artifact.save()
-        return self._version(artifact, collection)
+            try:
+                artifact.save()
+            except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+                raise self.credentials.failure(exc, f"giving {alias} to {self.path(collection, version)}") from None
+        return self.get(collection, artifact.version)
+
+    def download(self, mv: ModelVersion) -> str:
+        """The version's model file, downloaded under `$MODELOPS_HOME/artifacts/` (the gate scores it)."""
+        artifact = self._artifact(mv.collection, mv.version)
+        root = modelops_home() / "artifacts" / self.org / f"wandb-registry-{self.registry}" / mv.collection / mv.version
+        try:
+            where = Path(artifact.download(root=str(root)))
+        except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+            raise self.credentials.failure(exc, f"downloading {mv.path}") from None
+        files = sorted(p for p in where.rglob("*") if p.is_file())
+        if len(files) != 1:
+            raise RegistryError(f"{mv.path} holds {len(files)} files ({', '.join(p.name for p in files[:5])}); "
+                                "a model version holds one model file")
+        return str(files[0])
 
     def announce_pending(self) -> int:
         return 0  # W&B sends its own webhooks

@@ -7,6 +7,7 @@ The API key is a `SecretStr`: it never appears in a repr, a log line or an error
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -20,14 +21,68 @@ if TYPE_CHECKING:
     import wandb.apis.public
     from wandb.sdk.wandb_run import Run
 
-__all__ = ["CREDENTIALS_SETTING", "DEFAULT_PROJECT", "WandbConfigError", "WandbCredentials", "modelops_home"]
+__all__ = ["CREDENTIALS_SETTING", "DEFAULT_PROJECT", "WandbConfigError", "WandbCredentials", "WandbError",
+           "WandbNotFound", "WandbUnavailable", "modelops_home", "retry_if_unavailable", "wandb_failure"]
 
 CREDENTIALS_SETTING = "WANDB_API_KEY or a WandbCredentials block with an api_key"
 DEFAULT_PROJECT = "modelops"
 
 
 class WandbConfigError(Exception):
-    """W&B cannot be used as configured (no key, no entity...); retrying will not help."""
+    """W&B cannot be used as configured (no key, a key W&B refuses, no entity...); retrying will not help."""
+
+
+class WandbError(Exception):
+    """W&B answered a request with an error (what it said is in the message)."""
+
+
+class WandbNotFound(WandbError, LookupError):
+    """W&B has no such thing (artifact, version, alias, project)."""
+
+
+class WandbUnavailable(WandbError):
+    """W&B did not answer in time, or kept answering 429/5xx after the SDK's own retries: try again later."""
+
+
+_AUTH = re.compile(r"\b401\b|not logged in|unauthori[sz]ed|failed to verify credentials|invalid api key|api key",
+                   re.IGNORECASE)
+_DENIED = re.compile(r"\b403\b|permission|forbidden|access denied", re.IGNORECASE)
+_NOT_FOUND = re.compile(r"not found|\b404\b|does not exist", re.IGNORECASE)
+_TRANSIENT = re.compile(r"\b(429|500|502|503|504)\b|did not respond in time|timed? ?out|connection (refused|reset)|"
+                        r"temporarily|too many requests|unavailable|service process is not running", re.IGNORECASE)
+
+
+def retry_if_unavailable(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a task only when W&B did not answer (`WandbUnavailable`)."""
+    return isinstance(getattr(state, "data", None), WandbUnavailable)
+
+
+def wandb_failure(exc: BaseException, doing: str, base_url: str | None = None,
+                  secrets: tuple[str, ...] = ()) -> Exception:
+    """One of our exceptions for what the wandb SDK raised while `doing` something, naming W&B, the
+    server and what to check. The SDK retries 429 and 5xx itself; what reaches here has outlasted that.
+
+    `WandbConfigError` for a key W&B refuses or lacks rights for, `WandbNotFound`, `WandbUnavailable`
+    for timeouts and server errors, `WandbError` otherwise. `secrets` are blanked from the message.
+    """
+    server = base_url or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    text = " ".join(str(exc).split())[:400] or type(exc).__name__
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    kind = type(exc).__name__
+    if kind == "AuthenticationError" or _AUTH.search(text):
+        return WandbConfigError(f"W&B at {server} refused the API key while {doing} ({text}): "
+                                f"check {CREDENTIALS_SETTING} and the server URL (WANDB_BASE_URL or the block's base_url)")
+    if _NOT_FOUND.search(text):  # before "denied": W&B says "not found ... or access denied" for both
+        return WandbNotFound(f"not found in W&B at {server} while {doing}: {text}")
+    if kind == "AuthorizationError" or _DENIED.search(text):
+        return WandbConfigError(f"W&B at {server} denied access while {doing} ({text}): check that the API key's "
+                                "user or service account is a member of the entity or registry")
+    if _TRANSIENT.search(text) or isinstance(exc, (TimeoutError, ConnectionError)):
+        return WandbUnavailable(f"W&B at {server} did not answer while {doing} ({text}): it may be down or slow; "
+                                "try again, or raise the WandbCredentials block's timeout")
+    return WandbError(f"W&B at {server} failed while {doing}: {text}")
 
 
 def modelops_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -109,7 +164,16 @@ class WandbCredentials(Block):
             overrides["entity"] = self.entity
         if self.project:
             overrides["project"] = self.project
-        return wandb.Api(api_key=self.api_key.get_secret_value(), overrides=overrides or None, timeout=self.timeout)
+        key = self.api_key.get_secret_value()
+        try:
+            return wandb.Api(api_key=key, overrides=overrides or None, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the SDK's many error types, translated once here
+            raise self.failure(exc, "logging in") from None
+
+    def failure(self, exc: BaseException, doing: str) -> Exception:
+        """`wandb_failure` for this block's server, with its key blanked from the message."""
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        return wandb_failure(exc, doing, self.base_url, secrets=(key,))
 
     def run_mode(self, offline: bool = False) -> Literal["online", "offline"]:
         """"offline" when asked to, or when no key is configured; "online" otherwise."""
@@ -134,21 +198,27 @@ class WandbCredentials(Block):
         mode = self.run_mode(offline)
         directory = modelops_home()
         directory.mkdir(parents=True, exist_ok=True)
-        settings: dict[str, Any] = {"silent": True}
+        # starting a run waits for W&B's answer to the run's creation at most `timeout` + 10 s (the SDK's
+        # own default is 90 s), so an outage fails a task in about the time a request would
+        settings: dict[str, Any] = {"silent": True, "init_timeout": float(self.timeout + 10)}
         if mode == "online":
             assert self.api_key is not None
             settings["api_key"] = self.api_key.get_secret_value()
             if self.base_url:
                 settings["base_url"] = self.base_url
-        return wandb.init(
-            entity=self.entity,
-            project=self.project or DEFAULT_PROJECT,
-            job_type=job_type,
-            config=dict(config or {}),
-            name=name,
-            tags=tags,
-            dir=str(directory),
-            mode=mode,
-            reinit="create_new",
-            settings=wandb.Settings(**settings),
-        )
+        try:
+            return wandb.init(
+                entity=self.entity,
+                project=self.project or DEFAULT_PROJECT,
+                job_type=job_type,
+                config=dict(config or {}),
+                name=name,
+                tags=tags,
+                dir=str(directory),
+                mode=mode,
+                reinit="create_new",
+                settings=wandb.Settings(**settings),
+            )
+        except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+            raise self.failure(exc, f"starting a {job_type} run in {self.entity or 'the default entity'}/"
+                                    f"{self.project or DEFAULT_PROJECT}") from None

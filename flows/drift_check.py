@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from blocks.wandb import WandbConfigError, WandbUnavailable, retry_if_unavailable
 from flows.drift import Correction, DriftReport, check_options, ks_drift
 
 
@@ -43,7 +44,8 @@ def dataset_resource(ref: str) -> dict[str, str]:
 
 
 @task(name="load-dataset", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
-      retry_condition_fn=lambda t, r, s: not isinstance(getattr(s, "data", None), (FileNotFoundError, ValueError)))
+      retry_condition_fn=lambda t, r, s: not isinstance(getattr(s, "data", None),
+                                                        (FileNotFoundError, ValueError, WandbConfigError)))
 def load_dataset(ref: str, columns: list[str] | None, wandb_block: str | None) -> Any:
     from flows.drift_data import load_table
 
@@ -90,7 +92,8 @@ def publish_report(report: DriftReport, reference: str, current: str) -> None:
     )
 
 
-@task(name="log-to-wandb", cache_policy=NO_CACHE)
+@task(name="log-to-wandb", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20],
+      retry_condition_fn=retry_if_unavailable)
 def log_to_wandb(report: DriftReport, reference: str, current: str, wandb_block: str | None) -> str | None:
     """Log the report to W&B: online with credentials, else an offline run kept locally."""
     from blocks.wandb import WandbCredentials
@@ -111,9 +114,12 @@ def log_to_wandb(report: DriftReport, reference: str, current: str, wandb_block:
         run.log({"drift/features": table})
         run.summary["drift_detected"] = report.drift_detected
         run.summary["drifted_features"] = [f.name for f in report.drifted]
-        where = getattr(run, "dir", None)
-    finally:
-        run.finish()
+        # online: the run's W&B path (entity/project/id, readable with wandb.Api().run); offline: its directory
+        where = getattr(run, "dir", None) if offline else run.path
+    except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+        run.finish(exit_code=1)
+        raise creds.failure(exc, f"logging the drift report of {current}") from None
+    run.finish()
     get_run_logger().info("logged to W&B (%s)%s", "offline" if offline else "online", f": {where}" if where else "")
     return where
 
@@ -170,6 +176,11 @@ def drift_check(
 
     publish_report(report, reference, current)
     if log_wandb:
-        log_to_wandb(report, reference, current, wandb_block)
+        try:
+            # a configuration error (a refused key, ...) fails the run: fix it, don't hide it
+            log_to_wandb(report, reference, current, wandb_block)
+        except WandbUnavailable as exc:
+            # W&B down: the verdict still goes out (the Prefect artifacts hold the report), said loudly
+            logger.warning("the drift report was not logged to W&B (%s); the verdict is emitted anyway", exc)
     emit_drift_event(report, reference, current)
     return report.to_dict()

@@ -311,13 +311,20 @@ def _download_artifact(ref: str, *, wandb: WandbCredentials | None, file: str | 
         api = creds.get_api()
     else:
         full = parse_wandb_ref(ref, getattr(wandb, "entity", None), getattr(wandb, "project", None))
-    artifact = api.artifact(str(full))
     entity, project, name_alias = full
     name, _, alias = name_alias.partition(":")
+    try:
+        artifact = api.artifact(str(full))
+    except Exception as exc:  # noqa: BLE001 - the SDK's errors, translated: which server, what to check
+        raise _wandb_failure(exc, wandb, f"reading the artifact {str(full)!r}",
+                             f"check the entity, project, name and alias of {ref!r}") from None
     # A version ("v3") names fixed content; an alias ("production") moves, so prefer the resolved version.
     version = str(getattr(artifact, "version", None) or alias)
     home = Path(os.environ.get("MODELOPS_HOME") or ".modelops").resolve()
-    root = Path(artifact.download(root=str(home / "artifacts" / entity / project / name / version)))
+    try:
+        root = Path(artifact.download(root=str(home / "artifacts" / entity / project / name / version)))
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise _wandb_failure(exc, wandb, f"downloading the artifact {str(full)!r}", "") from None
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     if file is not None:
         chosen = [f for f in files if f == file.strip("/")] or [f for f in files if f.rsplit("/", 1)[-1] == file]
@@ -332,11 +339,24 @@ def _download_artifact(ref: str, *, wandb: WandbCredentials | None, file: str | 
         chosen = [f for f in files if _table_format(f) is not None]
         if len(chosen) != 1:
             problem = "no table file" if not chosen else "several table files"
+            kind = getattr(artifact, "type", None)
             raise ValueError(
-                f"{problem} in W&B artifact {str(full)!r} (looked for {', '.join(SUPPORTED_FORMATS)}): "
-                f"it has {_listing(files)}; pass file= to choose one"
+                f"{problem} in W&B artifact {str(full)!r}{f' (type {kind})' if kind else ''} "
+                f"(looked for {', '.join(SUPPORTED_FORMATS)}): it has {_listing(files)}; "
+                + ("pass file= to choose one" if chosen else "name a dataset artifact that holds a CSV or Parquet table")
             )
     return root / chosen[0], f"{full}/{chosen[0]}"
+
+
+def _wandb_failure(exc: BaseException, wandb: WandbCredentials | None, doing: str, hint: str) -> Exception:
+    """The SDK's error as ours: a missing artifact is a FileNotFoundError (bad input), a refused key a
+    `WandbConfigError`, an outage `WandbUnavailable` (worth a retry)."""
+    from blocks.wandb import WandbNotFound, wandb_failure
+
+    failure = wandb.failure(exc, doing) if hasattr(wandb, "failure") else wandb_failure(exc, doing)
+    if isinstance(failure, WandbNotFound):
+        return FileNotFoundError(f"{failure}{'; ' + hint if hint else ''}")
+    return failure
 
 
 def _listing(files: Sequence[str]) -> str:

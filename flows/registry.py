@@ -7,7 +7,8 @@
 
 The registry is the block named by --registry-block or $MODELOPS_REGISTRY_BLOCK, else the local
 registry in $MODELOPS_HOME/registry, which announces alias changes to $MODELOPS_RECEIVER_URL.
-Exit 0 on success, 2 on a bad reference or unknown version (the message names it), 1 otherwise.
+Exit 0 on success, 2 on a bad reference, an unknown version or W&B refusing the key (the message names
+it), 1 otherwise (W&B unreachable, a queued announcement).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from blocks.registry import RegistryError, parse_model_ref
+    from blocks.wandb import WandbConfigError, WandbError
     from flows.retrain import resolve_registry
 
     try:
@@ -55,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             left = registry.announce_pending()
             print(f"{left} announcement(s) still queued" if left else "all announcements delivered")
             return 1 if left else 0
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ValueError, WandbConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WandbError as exc:  # W&B down or failing: nothing changed, try again
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from blocks.training import TrainingResult
+from blocks.wandb import WandbConfigError, retry_if_unavailable
 from flows.gate import GatePolicy, GateVerdict, evaluate_gate
 
 DEFAULT_MODEL = "churn-model"
@@ -94,9 +95,18 @@ def train_model(trainer: Any, dataset: str, hyperparameters: dict[str, Any], tar
     return result
 
 
+@task(name="fetch-production-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15],
+      retry_condition_fn=retry_if_unavailable)
+def fetch_model_file(registry: Any, version: Any) -> str:
+    """The production model's file, local (downloaded from W&B for a `WandbRegistry`), so the gate
+    scores it on the same rows as the candidate instead of trusting its recorded metrics."""
+    return registry.download(version)
+
+
 @task(name="evaluate-models", cache_policy=NO_CACHE)
 def evaluate_models(result: TrainingResult, production: Any, dataset: str, target: str,
-                    holdout_fraction: float, seed: int, wandb_block: str | None) -> dict[str, Any]:
+                    holdout_fraction: float, seed: int, wandb_block: str | None,
+                    production_file: str | None = None) -> dict[str, Any]:
     """Score the candidate and the production model on the same held-out rows of `dataset`.
 
     Models that cannot be loaded here (e.g. a Vertex AI model in Cloud Storage without the gcs extra)
@@ -127,7 +137,8 @@ def evaluate_models(result: TrainingResult, production: Any, dataset: str, targe
     out["candidate"] = judge("candidate", result.model_uri, result.metrics)
     out["production"] = None
     if production is not None:
-        out["production"] = judge("production", production.uri, production.metadata.get("metrics", {}))
+        out["production"] = judge("production", production_file or production.uri,
+                                  production.metadata.get("metrics", {}))
     return out
 
 
@@ -232,7 +243,9 @@ def retrain(
     logger.info("production model: %s", f"{model}:{production.version}" if production else "none yet")
 
     result = train_model(trainer, dataset, hp, target)
-    evaluation = evaluate_models(result, production, dataset, target, holdout_fraction, seed, wandb_block)
+    production_file = fetch_model_file(registry, production) if production is not None else None
+    evaluation = evaluate_models(result, production, dataset, target, holdout_fraction, seed, wandb_block,
+                                 production_file)
     verdict = evaluate_gate(evaluation["candidate"], evaluation["production"], policy)
     logger.info("gate %s", verdict.reason)
     publish_verdict(model, verdict, evaluation, production)
@@ -308,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                          hyperparameters=params, floors=dict(args.floor) if args.floor else None,
                          max_regression=args.max_regression, trainer_block=args.trainer_block,
                          registry_block=args.registry_block)
+    except (FileNotFoundError, WandbConfigError) as exc:  # bad input or settings: the message names them
+        print(f"retrain failed: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the CLI reports, the flow run keeps the traceback
         print(f"retrain failed: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@ What it serves:
   not know, is a **400 naming it**, never an empty answer. When the operation is one of the SDK's
   own generated operations (`wandb/**/_generated/operations.py`), the answer is validated with the
   SDK's generated pydantic result model before it is sent: an answer the SDK's models would not
-  accept is a 500 naming the model, so the fake cannot drift from what W&B's schema promises.
+  accept is a 400 naming the model (not retried by the SDK), so the fake cannot drift from what
+  W&B's schema promises. Everything refused is also kept in `errors`.
 - `POST /files/<entity>/<project>/<run>/file_stream`: the run's history/summary/console stream.
 - `PUT`/`GET /storage/<key>`: the signed upload and download URLs the SDK is handed for artifact
   files and manifests (content stored in memory, checked against the digest the SDK declared).
@@ -69,7 +70,7 @@ def _gid(kind: str, n: int) -> str:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 _MODELS: dict[str, Any] | None = None
@@ -241,6 +242,7 @@ class FakeWandb(LoopbackServer):
         self.operations: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[dict[str, Any]] = []  # every GraphQL request: operation, query, variables
+        self.validated: list[str] = []  # operations whose answer passed the SDK's generated model
         self.errors: list[str] = []  # what the fake refused (unknown fields, failed validation)
         self._faults: list[_Fault] = []
         self.user = user
@@ -374,8 +376,10 @@ class FakeWandb(LoopbackServer):
             try:
                 model.model_validate(answer["data"])
             except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, reported whole
-                return self._refuse(500, f"operation {name}: the fake's answer fails the SDK's model "
+                return self._refuse(400, f"operation {name}: the fake's answer fails the SDK's model "
                                          f"{model.__module__}.{model.__name__}: {exc}")
+            with self._lock:
+                self.validated.append(name)
         return 200, {}, json.dumps(answer).encode()
 
     def _refuse(self, status: int, message: str) -> Reply:
@@ -655,6 +659,7 @@ class FakeWandb(LoopbackServer):
             config=json.dumps(r.config), summaryMetrics=json.dumps(r.summary), state=r.state, tags=list(r.tags),
             createdAt=r.created, heartbeatAt=r.created, description=None, notes=None, group=None, sweepName=None,
             historyLineCount=len(r.history), eventsLineCount=0, logLineCount=0, historyKeys=None,
+            projectId=project.id, commit=None, readOnly=False, systemMetrics="{}",
             project=lambda: self._project_obj(project), user=lambda: self._user_obj(),
             outputArtifacts=lambda **kw: self._connection(
                 [self._version_obj(v) for v in self.versions.values() if v.created_by is r]),
