@@ -247,7 +247,11 @@ def test_retrain_with_a_wandb_registry_gates_against_production_from_wandb(
     promote = cli("flows.registry", "--registry-block", block, "promote", f"{model}:v0", env=env)
     assert promote.returncode == 0, promote.stderr[-2000:]
 
-    second = cli("flows.retrain", "--dataset", str(new), "--model", model, "--registry-block", block, env=env)
+    # the new data arrives as a W&B dataset artifact: the trainer and the gate both read it from W&B
+    log_dataset(fake, f"{model}-data", {"train.parquet": new})
+    dataset = f"{ENTITY}/{PROJECT}/{model}-data:latest"
+    second = cli("flows.retrain", "--dataset", dataset, "--model", model, "--registry-block", block,
+                 env=wandb_env(fake))
     assert second.returncode == 0, second.stderr[-3000:]
     result = json.loads(second.stdout)
     assert result["production_version"] == "v0", "the gate read production from the W&B registry"
@@ -255,7 +259,7 @@ def test_retrain_with_a_wandb_registry_gates_against_production_from_wandb(
     assert result["production_metrics"]["accuracy"] != registered["metrics"]["accuracy"]
     assert result["registered"] == "v1"
     mv = WandbRegistry(credentials=credentials(fake), org=ORG).get(model, "candidate")
-    assert mv.version == "v1" and mv.metadata["dataset"] == str(new) and mv.metadata["gate"]["passed"] is True
+    assert mv.version == "v1" and mv.metadata["dataset"] == dataset and mv.metadata["gate"]["passed"] is True
 
 
 # --------------------------------------------------------------------------- datasets
