@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-stop test test-postgres bench clean
+.PHONY: install install-production demo demo-stop test test-postgres test-production bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The production topology's load balancer and Redis (Debian packages); PostgreSQL is the machine's.
+install-production: $(STAMP)
+	@command -v haproxy >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy redis-server >/dev/null; }
+	@command -v haproxy >/dev/null 2>&1 || { echo "install-production: haproxy could not be installed" >&2; exit 1; }
+
 demo: $(STAMP)
-	KEEP=$(KEEP) $(PY) -m deployments.demo
+	@if [ "$(TOPOLOGY)" = production ]; then $(MAKE) --no-print-directory install-production; fi
+	KEEP=$(KEEP) TOPOLOGY=$(TOPOLOGY) $(PY) -m deployments.demo
 
 demo-stop: $(STAMP)
 	$(PY) -m deployments.demo stop

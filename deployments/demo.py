@@ -7,6 +7,9 @@ webhooks only (`deployments.scenario`): reference dataset -> first model to prod
 review + canary -> promoted -> a faulty version promoted -> canary -> rolled back. Prints each step
 with links to the UI and a summary; exits 0 only if every step ended as expected.
 With KEEP=1 the stack stays up for clicking through the UI; stop it with `make demo-stop`.
+With TOPOLOGY=production the same story runs on the production topology (`deployments.production`:
+PostgreSQL, Redis, the services process, two API replicas behind HAProxy, `prefect deploy --all`,
+two workers).
 """
 
 from __future__ import annotations
@@ -47,18 +50,32 @@ def main() -> int:
     from deployments.scenario import Scenario, summary
 
     keep = os.environ.get("KEEP", "") not in ("", "0", "false", "no")
+    topology = os.environ.get("TOPOLOGY", "") or "embedded"
+    if topology not in ("embedded", "production"):
+        print(f"demo: TOPOLOGY must be embedded or production, got {topology!r}", file=sys.stderr)
+        return 2
     stop_previous()
     shutil.rmtree(HOME, ignore_errors=True)
     prefect_port = 4200 if port_is_free(4200) else free_port()
     receiver_port = 8787 if port_is_free(8787) else free_port()
     endpoint_port = 8788 if port_is_free(8788) else free_port()
-    stack = Stack(HOME, prefect_port=prefect_port, receiver_port=receiver_port, endpoint_port=endpoint_port,
-                  webhook_secret=SECRET, ui=True)
+    ports = dict(prefect_port=prefect_port, receiver_port=receiver_port, endpoint_port=endpoint_port)
+    if topology == "production":
+        from deployments.production import DEFAULT_PG, ProductionStack
+
+        stack: Stack = ProductionStack(HOME, **ports, webhook_secret=SECRET, ui=True,
+                                       pg_admin_url=os.environ.get("MODELOPS_PG_URL") or DEFAULT_PG)
+    else:
+        stack = Stack(HOME, **ports, webhook_secret=SECRET, ui=True)
     results = []
     ok = False
     started = time.monotonic()
     try:
-        say(f"starting Prefect server (SQLite, {HOME / 'prefect' / 'prefect.db'}) ...")
+        if topology == "production":
+            say("starting PostgreSQL database, Redis, `prefect server services start`, two API replicas "
+                "(`prefect server start --no-services`) and HAProxy in front of them ...")
+        else:
+            say(f"starting Prefect server (SQLite, {HOME / 'prefect' / 'prefect.db'}) ...")
         stack.start_prefect()
         say(f"Prefect UI: {stack.ui_url}")
         stack.start_receiver()
@@ -66,10 +83,16 @@ def main() -> int:
         stack.start_endpoint("--seed", "7")
         say(f"model endpoint: POST {stack.endpoint_url}/v1/predict")
         policy = save_demo_policy(stack)
-        stack.start_serve(deployments=("review-issue", "drift-check", "retrain", "canary-rollout"),
-                          env={"MODELOPS_ROLLOUT_POLICY_BLOCK": policy})
-        say("served review-issue, drift-check, retrain and canary-rollout with their triggers from prefect.yaml "
-            f"(canary policy block {policy}: short bakes for the demo)")
+        if topology == "production":
+            stack.deploy()  # type: ignore[attr-defined]
+            stack.start_workers({"MODELOPS_ROLLOUT_POLICY_BLOCK": policy})  # type: ignore[attr-defined]
+            say(f"`prefect deploy --all` created the deployments and their triggers; two `prefect worker start "
+                f"--pool modelops-process` workers run them (canary policy block {policy}: short bakes)")
+        else:
+            stack.start_serve(deployments=("review-issue", "drift-check", "retrain", "canary-rollout"),
+                              env={"MODELOPS_ROLLOUT_POLICY_BLOCK": policy})
+            say("served review-issue, drift-check, retrain and canary-rollout with their triggers from "
+                f"prefect.yaml (canary policy block {policy}: short bakes for the demo)")
         scenario = Scenario(stack, DEMO, say)
         results = scenario.run()
         ok = bool(results) and all(r.ok for r in results)
