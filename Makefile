@@ -28,7 +28,7 @@ demo-stop: $(STAMP)
 	$(PY) -m deployments.demo stop
 
 test: $(STAMP)
-	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q --ignore=tests/production $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - that is a failure here" >&2; fi; \
 	exit $$rc
 
@@ -43,6 +43,13 @@ test-postgres: $(STAMP)
 	  $(PY) -m pytest -q $(PYTEST_ARGS) $(PG_TESTS); rc=$$?; \
 	psql "$(PGURL)" -q -c "DROP DATABASE IF EXISTS $$db WITH (FORCE)"; \
 	if [ $$rc -eq 5 ]; then echo "make test-postgres: pytest collected no tests - that is a failure here" >&2; fi; \
+	exit $$rc
+
+# The production topology (deployments.production) run and faulted: PostgreSQL (the machine's, a fresh
+# database), Redis and HAProxy started by the tests themselves; fails when any cannot be had.
+test-production: install-production
+	@$(PY) -m pytest -q $(PYTEST_ARGS) tests/production; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-production: pytest collected no tests - that is a failure here" >&2; fi; \
 	exit $$rc
 
 bench: $(STAMP)

@@ -35,6 +35,10 @@ import httpx
 from deployments.stack import ROOT, Service, Stack, free_port, wait_for
 
 POOL = "modelops-process"
+#: The missed-heartbeat automation that marks runs of a dead worker Crashed (see the file).
+CRASHED_RUNS = ROOT / "deployments" / "automations" / "crashed-flow-runs.yaml"
+#: Flow-run heartbeats on the workers: the automation above waits for three missed ones (90 s).
+HEARTBEAT_SECONDS = 30
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -54,7 +58,7 @@ def production_settings(database_url: str, redis_host: str, redis_port: int) -> 
     }
 
 
-def haproxy_config(port: int, backends: list[int]) -> str:
+def haproxy_config(port: int, backends: list[int], stats_port: int) -> str:
     """Round robin over the API replicas; a replica that fails /api/health is taken out within ~2 s.
     Websockets (events in/out, logs) are long-lived: generous tunnel timeout."""
     servers = "\n".join(f"    server api{i} 127.0.0.1:{p} check inter 1s fall 2 rise 1"
@@ -71,6 +75,11 @@ defaults
     retries 2
     option redispatch
     option http-server-close
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /haproxy
 
 frontend prefect_api
     bind 127.0.0.1:{port}
@@ -98,11 +107,13 @@ class ProductionStack(Stack):
     worker_poll: float = 1.0
     db_name: str = field(default_factory=lambda: f"modelops_prod_{uuid.uuid4().hex[:8]}")
     redis_port: int = 0
+    stats_port: int = 0
     replica_ports: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.redis_port = self.redis_port or free_port()
+        self.stats_port = self.stats_port or free_port()
         self.replica_ports = self.replica_ports or [free_port() for _ in range(self.replicas)]
         host = self.pg_admin_url.split("://", 1)[1].rsplit("/", 1)[0]
         self.database_url = f"postgresql+asyncpg://{host}/{self.db_name}"
@@ -132,7 +143,7 @@ class ProductionStack(Stack):
         svc = self._spawn("redis", [redis, "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
                                     "--appendonly", "no", "--dir", str(data)], self.env())
         deadline = time.monotonic() + timeout
-        while not _redis_ping(self.redis_port):
+        while not redis_ping(self.redis_port):
             if not svc.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start:\n{svc.log.read_text()[-2000:]}")
             time.sleep(0.1)
@@ -156,7 +167,7 @@ class ProductionStack(Stack):
         if haproxy is None:
             raise RuntimeError("haproxy is not installed: `make install-production` (apt-get install haproxy)")
         cfg = self.home / "haproxy.cfg"
-        cfg.write_text(haproxy_config(self.prefect_port, self.replica_ports))
+        cfg.write_text(haproxy_config(self.prefect_port, self.replica_ports, self.stats_port))
         svc = self._spawn("haproxy", [haproxy, "-db", "-f", str(cfg)], self.env())
         wait_for(f"{self.api_url}/health", timeout, "HAProxy in front of the API replicas", svc.proc, svc.log)
         return svc
@@ -195,6 +206,8 @@ class ProductionStack(Stack):
              env, timeout, self.home / "logs" / "deploy.log")
         _run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], env, timeout,
              self.home / "logs" / "deploy.log")
+        _run([sys.executable, "-m", "prefect", "automation", "create", "--from-file", str(CRASHED_RUNS)], env,
+             timeout, self.home / "logs" / "deploy.log")
         for name in ("review-issue", "drift-check", "retrain", "canary-rollout"):
             wait_until_ready = time.monotonic() + 60
             while not self._automations_ready(name):
@@ -207,7 +220,8 @@ class ProductionStack(Stack):
         svc = self._spawn(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name",
                                  f"{name}-{self.db_name[-8:]}", "--type", "process"],
                           self.flow_env(PREFECT_WORKER_QUERY_SECONDS=str(self.worker_poll),
-                                        PREFECT_WORKER_PREFETCH_SECONDS="0", **(env or {})))
+                                        PREFECT_WORKER_PREFETCH_SECONDS="0",
+                                        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_SECONDS), **(env or {})))
         deadline = time.monotonic() + timeout
         while not self._worker_online(f"{name}-{self.db_name[-8:]}"):
             if not svc.alive():
@@ -219,6 +233,16 @@ class ProductionStack(Stack):
 
     def start_workers(self, env: dict[str, str] | None = None) -> list[Service]:
         return [self.start_worker(i, env) for i in range(self.workers)]
+
+    def balancer_stats(self) -> dict[str, dict[str, str]]:
+        """HAProxy's view of each API replica (`status` UP/DOWN, `stot` requests served, ...), from its
+        stats page (`http://127.0.0.1:<stats_port>/haproxy`, what an operator monitors)."""
+        import csv
+        import io
+
+        text = httpx.get(f"http://127.0.0.1:{self.stats_port}/haproxy;csv", timeout=5).text.lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {r["svname"]: r for r in rows if r["pxname"] == "prefect_replicas" and r["svname"].startswith("api")}
 
     def _worker_online(self, name: str) -> bool:
         try:
@@ -253,7 +277,7 @@ def _psql(url: str, sql: str, check: bool = True) -> None:
         raise RuntimeError(f"psql {sql!r} failed: {proc.stderr.strip()} (is PostgreSQL up at {url}?)")
 
 
-def _redis_ping(port: int) -> bool:
+def redis_ping(port: int) -> bool:
     import socket
 
     try:

@@ -35,6 +35,8 @@ from flows.canary_verdict import CanaryPolicy, Decision, assess_step
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
 DEFAULT_PROJECT = "wandb-registry-model"
+#: How often a crashed rollout is resumed (prefect.yaml's crash trigger) before it is rolled back.
+MAX_RESUMES = 3
 
 
 class Approval(RunInput):
@@ -299,10 +301,18 @@ def canary_rollout(
     registry_block: str | None = None,
     alias: str = "production",
     event_id: str | None = None,
+    resumed_from: str | None = None,
+    resume_attempt: int = 0,
 ) -> dict[str, Any]:
-    """Roll `collection:version` out on the endpoint in judged steps; promote it or roll it back."""
+    """Roll `collection:version` out on the endpoint in judged steps; promote it or roll it back.
+
+    `resumed_from` / `resume_attempt` are set by prefect.yaml's trigger that reruns a crashed rollout
+    (its worker or host died); after `MAX_RESUMES` crashes the rollout is rolled back instead."""
     logger = get_run_logger()
     name = f"{collection}:{version}"
+    if resumed_from:
+        logger.info("resuming the rollout of crashed run %s (attempt %d of %d)", resumed_from, resume_attempt,
+                    MAX_RESUMES)
     policy = resolve_policy(policy_block, {
         "strategy": strategy, "steps": steps, "bake_seconds": bake, "final_bake_seconds": final_bake,
         "min_requests": min_requests, "require_approval": require_approval,
@@ -342,6 +352,10 @@ def canary_rollout(
 
     # -- resume or start ----------------------------------------------------------------------
     resuming = state.canary is not None and state.canary_share > 0
+    if resuming and resume_attempt > MAX_RESUMES:
+        why = f"the rollout crashed {resume_attempt} times; rolling back instead of resuming again"
+        split = rollback(endpoint, stable, state.canary.id, why)
+        return _rolled_back(rec, result, name, stable, why, split, resource_id)
     if resuming and policy.on_resume == "rollback":
         split = rollback(endpoint, stable, state.canary.id, "resumed after a crash; policy says roll back")
         return _rolled_back(rec, result, name, stable, "resumed after a crash; policy on_resume=rollback", split,

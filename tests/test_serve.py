@@ -163,7 +163,7 @@ def test_retrain_trigger_on_a_wandb_metric_alert() -> None:
 
 def test_canary_trigger_on_the_production_alias() -> None:
     (d,) = [d for d in read_project()["deployments"] if d["name"] == "canary-rollout"]
-    (t,) = d["triggers"]
+    (t,) = [t for t in d["triggers"] if t["name"] == "canary-rollout on production alias"]
     assert t["expect"] == ["wandb.artifact.alias-added"] and t["match"]["wandb.alias"] == "production"
     body = artifact_body("ADD_ARTIFACT_ALIAS", "local", "wandb-registry-model", "churn-model", "v2",
                          alias="production")
