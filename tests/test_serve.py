@@ -195,3 +195,38 @@ def test_every_served_flow_validates_its_parameters_when_pickled_by_value() -> N
         required = {name: "x" for name, p in inspect.signature(flow.fn).parameters.items()
                     if p.default is inspect.Parameter.empty}
         flow.validate_parameters(required)  # raises if a type cannot be resolved
+
+
+def test_canary_crash_trigger_reruns_the_rollout_with_its_parameters() -> None:
+    """prefect.yaml's `canary-rollout resumes a crashed rollout`, rendered by Prefect's own action code
+    with the crashed run as `flow_run` (what the server hydrates from the event's flow-run resource)."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    (d,) = [d for d in read_project()["deployments"] if d["name"] == "canary-rollout"]
+    (t,) = [t for t in d["triggers"] if t["name"] == "canary-rollout resumes a crashed rollout"]
+    assert t["expect"] == ["prefect.flow-run.Crashed"]
+    assert t["match_related"] == {"prefect.resource.role": "flow", "prefect.resource.name": "canary-rollout"}
+
+    def render(parameters: dict[str, Any]) -> dict[str, Any]:
+        crashed = FlowRun(flow_id=uuid.uuid4(), name="canary-churn-model-v3", parameters=parameters)
+        action = RunDeployment(source="selected", deployment_id=uuid.uuid4(), parameters=t["parameters"])
+        upgraded = dict(action.parameters or {})
+        RunDeployment._upgrade_v1_templates(upgraded)
+        out = hydrate(upgraded, HydrationContext(raise_on_error=True, render_jinja=True,
+                                                 jinja_context={"flow_run": crashed}))
+        return {**out, "_id": str(crashed.id)}
+
+    first = render({"collection": "churn-model", "version": "v3", "entity": "acme", "event_id": "e-1"})
+    assert (first["collection"], first["version"], first["entity"], first["event_id"]) == ("churn-model", "v3",
+                                                                                          "acme", "e-1")
+    assert first["resumed_from"] == first["_id"] and first["resume_attempt"] == 1, "an int, counted from 0"
+    again = render({"collection": "churn-model", "version": "v3", "resume_attempt": 2})
+    assert again["resume_attempt"] == 3
+
+    from flows.canary import MAX_RESUMES, canary_rollout
+    from prefect.utilities.callables import parameter_schema
+
+    assert set(first) - {"_id"} <= set(parameter_schema(canary_rollout).properties)
+    assert MAX_RESUMES == 3
