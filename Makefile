@@ -16,9 +16,9 @@ install: $(STAMP)
 
 # The production topology's load balancer and Redis (Debian packages); PostgreSQL is the machine's.
 install-production: $(STAMP)
-	@command -v haproxy >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
+	@{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy redis-server >/dev/null; }
-	@command -v haproxy >/dev/null 2>&1 || { echo "install-production: haproxy could not be installed" >&2; exit 1; }
+	@{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || { echo "install-production: haproxy could not be installed" >&2; exit 1; }
 
 demo: $(STAMP)
 	@if [ "$(TOPOLOGY)" = production ]; then $(MAKE) --no-print-directory install-production; fi
