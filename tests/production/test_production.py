@@ -208,8 +208,11 @@ def test_a_worker_killed_mid_canary_is_detected_and_the_rollout_converges(stack:
     RolloutPolicy(steps=[25, 100], bake_seconds=12, final_bake_seconds=3, min_requests=FAST.min_requests,
                   deadline_seconds=600, min_latency_increase=1.0).save("fast", overwrite=True)
     registry = LocalRegistry(registry="model", receiver_url=stack.hook_url, webhook_secret=SECRET)
-    serving = registry.get("churn-model", "production")  # left by the chain test
-    mv = registry.register("churn-model", serving.uri, metadata=dict(serving.metadata), aliases=["candidate"])
+    # a healthy copy of what the endpoint serves after the chain test (v1: the faulty v2 was rolled back)
+    (serving_name,) = Scenario(stack, FAST).split_names()
+    serving = registry.get("churn-model", serving_name.rsplit(":", 1)[1])
+    healthy = {k: v for k, v in serving.metadata.items() if k != "demo_fault"}
+    mv = registry.register("churn-model", serving.uri, metadata=healthy, aliases=["candidate"])
     traffic = Traffic(stack.endpoint_url, rps=FAST.rps).start()
     with Observer(stack.endpoint_url) as observer:
         registry.set_alias("churn-model", mv.version, "production")
