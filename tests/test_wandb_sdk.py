@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-import pandas as pd
 import pytest
 from pydantic import SecretStr
 
@@ -172,8 +171,7 @@ def test_an_outage_is_not_a_missing_production_model(fake: FakeWandb, tmp_path: 
             registry.find(collection, "production")
         assert fake.url in str(err.value) and "timeout" in str(err.value)
     finally:
-        fake.fail_next("ArtifactMembershipByName", 0, times=0)
-        fake._faults.clear()
+        fake.clear_faults()
 
     fake.slow_next("ArtifactMembershipByName", 6)
     with pytest.raises(WandbUnavailable):
@@ -365,7 +363,7 @@ def test_wandb_down_does_not_hold_back_the_drift_verdict(
         result = module.drift_check(reference=str(tables["ref.csv"]), current=str(tables["cur.csv"]),
                                     wandb_block=block)
     finally:
-        fake._faults.clear()
+        fake.clear_faults()
     assert result["drift_detected"] is True, "the verdict is returned (and emitted) with W&B unreachable"
 
 

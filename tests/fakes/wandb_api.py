@@ -42,7 +42,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -282,6 +281,11 @@ class FakeWandb(LoopbackServer):
         """The next `times` requests for `match` (a GraphQL operation name or a path prefix) get `status`."""
         with self._lock:
             self._faults.append(_Fault(match, status, dict(headers or {}), body, times, delay))
+
+    def clear_faults(self) -> None:
+        """Forget every fault not yet answered."""
+        with self._lock:
+            self._faults.clear()
 
     def slow_next(self, match: str, seconds: float, *, times: int = 1) -> None:
         """The next `times` requests for `match` are answered normally, `seconds` late."""
