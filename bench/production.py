@@ -10,16 +10,24 @@ deliveries through the receiver:
               HAProxy, `prefect deploy --all`, two `prefect worker start --pool modelops-process`
               workers polling every 1 s (PREFECT_WORKER_QUERY_SECONDS=1; Prefect's default is 10 s)
 
-For each: latency of `--n` deliveries one second apart (POST -> the flow's first log line, as
-bench/latency.py measures it, with its code), then `--burst` promotions sent at once and the time
-until every triggered run has completed (runs per second). The production topology's other
-deployments' automations are paused while it is measured, so only review-issue runs.
+For each: latency of `--spaced` deliveries `--gap` seconds apart (the unloaded latency: each run is
+done before the next delivery), then of `--n` deliveries one second apart (POST -> the flow's first
+log line, as bench/latency.py measures it, with its code; where the time goes is printed per phase),
+then `--burst` promotions sent at once and the time until every triggered run has completed (runs per
+second), with the machine's CPU-seconds per run over that burst (from /proc/stat: all processes, so
+the servers' share is included). The production topology's other deployments' automations are
+paused while it is measured, so only review-issue runs.
+
+A process worker starts every flow run as a fresh interpreter (Prefect's engine, the pull step, the
+flow's imports); `deployments.serve` forks runs from a warm process. When deliveries arrive faster
+than the machine can start runs, runs wait for CPU: compare the unloaded and the 1 s series.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -70,20 +78,37 @@ def pause_automations_except(stack: Stack, keep: str) -> None:
             httpx.patch(f"{stack.api_url}/automations/{a['id']}", json={"enabled": False}, timeout=10)
 
 
-def measure(label: str, stack: Stack, n: int, k: int) -> dict[str, float]:
+def cpu_busy_seconds() -> float:
+    """The machine's busy CPU time so far (all cores, every process), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(label: str, stack: Stack, n: int, k: int, spaced: int, gap: float) -> dict[str, float]:
+    print(f"{label}: {spaced} deliveries {gap:g} s apart (unloaded) ...", flush=True)
+    unloaded = run_series(stack, f"{label}-unloaded", spaced, gap, timeout=120)
     print(f"{label}: {n} deliveries 1 s apart ...", flush=True)
-    latencies = run_series(stack, label, n, 1.0, timeout=120)
+    latencies = run_series(stack, label, n, 1.0, timeout=300)
     print(f"{label}: {k} promotions at once ...", flush=True)
+    cpu0 = cpu_busy_seconds()
     seconds, done = burst_throughput(stack, label, k)
-    return {"n": len(latencies), "p50": statistics.median(latencies) if latencies else float("nan"),
-            "p95": percentile(latencies, 0.95) if latencies else float("nan"),
-            "burst": k, "completed": done, "seconds": seconds, "per_second": done / seconds}
+    cpu = cpu_busy_seconds() - cpu0
+    nan = float("nan")
+    return {"spaced": len(unloaded), "u50": statistics.median(unloaded) if unloaded else nan,
+            "u95": percentile(unloaded, 0.95) if unloaded else nan,
+            "n": len(latencies), "p50": statistics.median(latencies) if latencies else nan,
+            "p95": percentile(latencies, 0.95) if latencies else nan,
+            "burst": k, "completed": done, "seconds": seconds, "per_second": done / seconds,
+            "cpu_per_run": cpu / done if done else nan}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--burst", type=int, default=40)
+    p.add_argument("--spaced", type=int, default=5, help="unloaded series: this many deliveries ...")
+    p.add_argument("--gap", type=float, default=8.0, help="... this many seconds apart")
     args = p.parse_args()
     results: dict[str, dict[str, float]] = {}
 
@@ -94,7 +119,7 @@ def main() -> int:
         embedded.start_prefect()
         embedded.start_receiver()
         embedded.start_serve("--only", "review-issue")
-        results["embedded (SQLite, serve)"] = measure("embedded", embedded, args.n, args.burst)
+        results["embedded (SQLite, serve)"] = measure("embedded", embedded, args.n, args.burst, args.spaced, args.gap)
     finally:
         embedded.stop()
 
@@ -108,16 +133,21 @@ def main() -> int:
         production.deploy()
         pause_automations_except(production, "review-issue")
         production.start_workers()
-        results["production (2 replicas, 2 workers)"] = measure("production", production, args.n, args.burst)
+        results["production (2 replicas, 2 workers)"] = measure("production", production, args.n, args.burst, args.spaced, args.gap)
     finally:
         production.stop()
 
     print()
-    print(f"{'topology':<38} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'burst':>6} {'done':>5} {'s':>7} {'runs/s':>7}")
+    print(f"{'':<38} {'unloaded (' + format(args.gap, 'g') + ' s apart)':>19}  {'1 s apart':>15}  "
+          f"{'burst at once':>30}")
+    print(f"{'topology':<38} {'n':>3} {'p50 s':>7} {'p95 s':>7}  {'n':>3} {'p50 s':>5} {'p95 s':>5}  "
+          f"{'runs':>5} {'s':>6} {'runs/s':>7} {'CPU s/run':>9}")
     for label, r in results.items():
-        print(f"{label:<38} {r['n']:>3.0f} {r['p50']:>7.2f} {r['p95']:>7.2f} {r['burst']:>6.0f} "
-              f"{r['completed']:>5.0f} {r['seconds']:>7.1f} {r['per_second']:>7.2f}")
-    ok = all(r["completed"] == args.burst and r["n"] == args.n for r in results.values())
+        print(f"{label:<38} {r['spaced']:>3.0f} {r['u50']:>7.2f} {r['u95']:>7.2f}  {r['n']:>3.0f} {r['p50']:>5.2f} "
+              f"{r['p95']:>5.2f}  {r['completed']:>5.0f} {r['seconds']:>6.1f} {r['per_second']:>7.2f} "
+              f"{r['cpu_per_run']:>9.2f}")
+    ok = all(r["completed"] == args.burst and r["n"] == args.n and r["spaced"] == args.spaced
+             for r in results.values())
     print(f"\nevery delivery started its run and every burst run completed: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 

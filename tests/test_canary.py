@@ -255,3 +255,26 @@ def test_cancelling_the_run_in_the_ui_rolls_back(endpoint, models, prefect_api) 
                                               resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2"),
                           30, message="the abort's rolled-back event")
     assert event["payload"]["aborted"] is True and "cancelled by an operator" in event["payload"]["reason"]
+
+
+def test_a_rollout_that_crashed_too_often_is_rolled_back_not_resumed(endpoint, models, prefect_api) -> None:
+    """prefect.yaml's crash trigger reruns a crashed rollout with resume_attempt + 1; past MAX_RESUMES the
+    rerun puts everything back on stable instead of resuming (a rollout that keeps killing its worker)."""
+    from flows.canary import MAX_RESUMES
+
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    canary_id = ep.deploy(models["v2"], f"{coll}:v2")
+    ep.set_traffic({stable_id: 75, canary_id: 25})  # where the crashed run left it
+    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                            resumed_from="crashed-run-id", resume_attempt=MAX_RESUMES + 1, **FAST)
+    assert result["outcome"] == "rolled-back", result
+    assert f"crashed {MAX_RESUMES + 1} times" in result["reason"]
+    assert result["steps"] == [], "no step was judged: it rolled back at once"
+    assert ep.traffic() == {stable_id: 100}
+    assert [m.display_name for m in ep.deployed()] == [f"{coll}:v1"], "the canary is undeployed"
+    (event,) = wait_until(lambda: read_events(prefect_api, event="modelops.canary.rolled-back",
+                                              resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2"),
+                          30, message="modelops.canary.rolled-back")
+    assert f"crashed {MAX_RESUMES + 1} times" in event["payload"]["reason"]
