@@ -7,7 +7,11 @@ Every endpoint block (`LocalEndpoint`, `VertexAIEndpoint`) implements `ServingEn
     undeploy(deployed_id)                                           (idempotent; never the last one with traffic)
     traffic() -> {deployed_id: percent}                             (the live split, fresh from the endpoint)
     deployed() -> [DeployedModel]                                   (fresh)
-    stats(deployed_id, since, until=None) -> ArmStats               (requests, errors, latency samples)
+    stats(deployed_id, since, until=None) -> ArmStats               (requests, errors, latency samples,
+                                                                     prediction samples when the endpoint has them)
+
+An endpoint that can mirror requests to a model without serving its answers (the local one) also has
+`set_shadow(deployed_id | None)` and `shadow() -> deployed_id | None`: what `strategy: shadow` needs.
 
 `TransientEndpointError` is what a retry may cure (5xx, timeouts, connection refused); any other
 `EndpointError` is permanent (unknown model, a split that does not sum to 100...).
@@ -45,6 +49,10 @@ class ArmStats:
     requests: int = 0
     errors: int = 0
     latencies_ms: tuple[float, ...] = field(default_factory=tuple)  # samples (may be fewer than requests)
+    #: prediction samples: the positive-class score and the predicted class per instance answered
+    #: (empty when the endpoint does not report predictions)
+    scores: tuple[float, ...] = field(default_factory=tuple)
+    classes: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.requests < 0 or self.errors < 0 or self.errors > self.requests:
@@ -56,10 +64,12 @@ class ArmStats:
 
     def __add__(self, other: ArmStats) -> ArmStats:
         return ArmStats(self.requests + other.requests, self.errors + other.errors,
-                        self.latencies_ms + other.latencies_ms)
+                        self.latencies_ms + other.latencies_ms, self.scores + other.scores,
+                        self.classes + other.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "latency_samples": len(self.latencies_ms)}
+        return {"requests": self.requests, "errors": self.errors, "latency_samples": len(self.latencies_ms),
+                "prediction_samples": max(len(self.scores), len(self.classes))}
 
 
 def check_split(split: Mapping[str, int], deployed: set[str] | None = None) -> dict[str, int]:

@@ -43,7 +43,7 @@ class LocalEndpoint(Block):
             raise EndpointError(f"local endpoint refused {method} {path} ({r.status_code}): {_text(r)}")
         return r.json() if r.content else None
 
-    def deploy(self, model_uri: str, display_name: str, *, fault: Mapping[str, float] | None = None) -> str:
+    def deploy(self, model_uri: str, display_name: str, *, fault: Mapping[str, Any] | None = None) -> str:
         doc = {"model_uri": model_uri, "display_name": display_name}
         if fault:
             doc["fault"] = dict(fault)
@@ -73,7 +73,16 @@ class LocalEndpoint(Block):
             params["until"] = until.timestamp()
         doc = self._call("GET", f"/v1/deployed-models/{deployed_id}/stats", params=params)
         return ArmStats(requests=int(doc["requests"]), errors=int(doc["errors"]),
-                        latencies_ms=tuple(float(x) for x in doc["latencies_ms"]))
+                        latencies_ms=tuple(float(x) for x in doc["latencies_ms"]),
+                        scores=tuple(float(x) for x in doc.get("scores") or ()),
+                        classes=tuple(str(x) for x in doc.get("classes") or ()))
+
+    def set_shadow(self, deployed_id: str | None) -> None:
+        """Mirror every served request to `deployed_id` (None: stop); its answers are recorded, never served."""
+        self._call("PUT", "/v1/shadow", json={"deployed_model_id": deployed_id})
+
+    def shadow(self) -> str | None:
+        return self._call("GET", "/v1/endpoint").get("shadow")
 
 
 def _text(r: Any) -> str:

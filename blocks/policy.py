@@ -17,13 +17,15 @@ class RolloutPolicy(Block):
     _block_type_slug: ClassVar[str] = "rollout-policy"
     _description: ClassVar[str] = "How a new model version takes traffic, and when it is rolled back."
 
-    strategy: Literal["canary", "blue-green", "immediate"] = "canary"
+    strategy: Literal["canary", "shadow", "blue-green", "immediate"] = "canary"
     steps: list[int] = Field(default_factory=lambda: [10, 30, 50, 100], description="Traffic percents, ending at 100.")
     bake_seconds: float = Field(default=300, description="Bake per step before its verdict.")
     final_bake_seconds: float = Field(default=300, description="Bake at 100% before the old version is undeployed.")
     min_requests: int = Field(default=100, description="Requests per arm before any verdict but HOLD.")
-    error_alpha: float = 0.01
-    latency_alpha: float = 0.01
+    error_alpha: float = Field(default=0.01, description="Errors: false-rollback budget over the whole rollout.")
+    latency_alpha: float = Field(default=0.005, description="Latency: false-rollback budget over the whole rollout.")
+    prediction_alpha: float = Field(default=0.005, description="Predictions: false-rollback budget over the rollout.")
+    min_prediction_shift: float = Field(default=0.05, description="Prediction shift (KS D / class share) that fails.")
     min_latency_increase: float = Field(default=0.10, description="Relative median slowdown that counts as a failure.")
     min_error_increase: float = 0.0
     max_error_rate: float = Field(default=0.05, description="Absolute error-rate ceiling for the canary.")

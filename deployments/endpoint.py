@@ -10,7 +10,14 @@ Admin (what `blocks.local_endpoint.LocalEndpoint` calls; the same operations as 
                                    display name is already deployed: idempotent)
   PUT    /v1/traffic               {"traffic_split": {id: pct}} (integers summing to 100, deployed ids)
   DELETE /v1/deployed-models/{id}  -> 204; 409 while it still has traffic; 404 unknown
-  GET    /v1/deployed-models/{id}/stats?since=EPOCH&until=EPOCH -> {"requests", "errors", "latencies_ms"}
+  GET    /v1/deployed-models/{id}/stats?since=EPOCH&until=EPOCH
+                                   -> {"requests", "errors", "latencies_ms", "scores", "classes"}
+                                   (per answered instance: the positive-class score and the predicted
+                                   class; at most 5,000 requests sampled, the same requests for all)
+  PUT    /v1/shadow                {"deployed_model_id": id | null}: mirror every served request to
+                                   that deployed model (it answers a copy after the response has gone;
+                                   its answers are recorded, never returned); null stops mirroring.
+                                   A model with traffic cannot be the shadow. GET /v1/endpoint shows it.
   GET    /healthz                  -> {"status", "deployed", "traffic_split", "models": {id: display_name}}
                                    (one consistent snapshot; never faulted: a safe path for observers)
 
@@ -33,7 +40,10 @@ Fault injection on the admin API (for fault tests and demos; `/v1/predict`, `/he
 
 Each request is routed by the live split. A version deployed with `fault: {"error_rate": 0.2,
 "extra_latency_ms": 50}` fails that share of its requests and answers that much slower: the demo's
-faulty model. Deployed models and the split are kept in a state file, so a restarted endpoint
+faulty model. Two faults answer 200 with wrong predictions (a model can fail without an error):
+`{"predict_class": "0"}` answers that class for every instance (score 1 or 0), and
+`{"logit_shift": 1.0}` adds that much to every score's log-odds (odds x e^1: a broken feature
+pipeline or a mis-calibrated retrain), the class following the shifted score. Deployed models and the split are kept in a state file, so a restarted endpoint
 serves what it served before: the split is the canary's source of truth.
 """
 
@@ -76,29 +86,58 @@ class Deployed:
     id: str
     display_name: str
     model_uri: str
-    fault: dict[str, float] = field(default_factory=dict)
+    fault: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     model: Any = None  # the loaded bundle
-    records: deque = field(default_factory=lambda: deque(maxlen=MAX_RECORDS))  # (ts, ok, latency_ms)
+    #: (ts, ok, latency_ms, scores, classes) per request; scores/classes per answered instance
+    records: deque = field(default_factory=lambda: deque(maxlen=MAX_RECORDS))
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "display_name": self.display_name, "model_uri": self.model_uri,
                 "fault": dict(self.fault), "created": self.created}
 
 
-def check_fault(fault: Any) -> dict[str, float]:
+FAULT_KEYS = ("error_rate", "extra_latency_ms", "logit_shift", "predict_class")
+
+
+def check_fault(fault: Any) -> dict[str, Any]:
     if fault in (None, {}):
         return {}
-    if not isinstance(fault, dict) or set(fault) - {"error_rate", "extra_latency_ms"}:
-        raise ApiError(422, "fault must be an object with error_rate (0..1) and/or extra_latency_ms (>= 0)")
-    out = {}
+    if not isinstance(fault, dict) or set(fault) - set(FAULT_KEYS):
+        raise ApiError(422, "fault must be an object with error_rate (0..1), extra_latency_ms (>= 0), "
+                            "logit_shift (a number) and/or predict_class (a class label)")
+    out: dict[str, Any] = {}
     for key, value in fault.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(422, f"fault.{key} must be a number, got {value!r}")
+        if key == "predict_class":
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
+                raise ApiError(422, f"fault.predict_class must be a class label, got {value!r}")
+            out[key] = str(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise ApiError(422, f"fault.{key} must be a finite number, got {value!r}")
         out[key] = float(value)
     if not 0 <= out.get("error_rate", 0) <= 1 or out.get("extra_latency_ms", 0) < 0:
         raise ApiError(422, f"fault out of range: {out}")
     return out
+
+
+def apply_prediction_fault(classes: list[Any], scores: list[float] | None, labels: list[Any],
+                           fault: dict[str, Any]) -> tuple[list[Any], list[float] | None]:
+    """What a model with `fault` answers instead of (classes, positive-class scores); `labels` are the
+    model's classes, the last one the positive class. Pure: the benchmark simulates with it."""
+    import math
+
+    if fault.get("predict_class") is not None:
+        wanted = fault["predict_class"]
+        label = next((c for c in labels if str(c) == wanted), wanted)
+        positive = len(labels) and str(labels[-1]) == str(label)
+        return [label] * len(classes), None if scores is None else [1.0 if positive else 0.0] * len(classes)
+    shift = fault.get("logit_shift")
+    if shift and scores is not None and len(labels) == 2:
+        eps = 1e-12
+        shifted = [1 / (1 + math.exp(-(math.log(max(p, eps) / max(1 - p, eps)) + shift))) for p in scores]
+        return [labels[1] if p >= 0.5 else labels[0] for p in shifted], [round(p, 6) for p in shifted]
+    return classes, scores
 
 
 @dataclass
@@ -224,6 +263,7 @@ class EndpointState:
         self.faults: dict[tuple[str, str], RouteFault] = {}  # (METHOD, path) -> fault
         self.admin_faults: AdminFaults | None = None
         self.injected: dict[str, int] = {"error": 0, "timeout": 0, "late": 0}
+        self.shadow: str | None = None  # a deployed model answering mirrored copies of served requests
         if path and path.exists():
             self._load()
 
@@ -236,12 +276,14 @@ class EndpointState:
             d.model = _load_model(d.model_uri)
             self.models[d.id] = d
         self.split = {k: int(v) for k, v in doc.get("traffic_split", {}).items() if k in self.models}
+        self.shadow = doc.get("shadow") if doc.get("shadow") in self.models else None
         log.info("restored %d deployed model(s), split %s", len(self.models), self.split)
 
     def _save(self) -> None:
         if not self.path:
             return
-        doc = {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": self.split}
+        doc = {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": self.split,
+               "shadow": self.shadow}
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w") as fh:
             json.dump(doc, fh, indent=1)
@@ -251,9 +293,10 @@ class EndpointState:
 
     def describe(self) -> dict[str, Any]:
         with self.lock:
-            return {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": dict(self.split)}
+            return {"deployed_models": [m.public() for m in self.models.values()], "traffic_split": dict(self.split),
+                    "shadow": self.shadow}
 
-    def deploy(self, model_uri: str, display_name: str, fault: dict[str, float]) -> tuple[str, bool]:
+    def deploy(self, model_uri: str, display_name: str, fault: dict[str, Any]) -> tuple[str, bool]:
         with self.lock:
             for m in self.models.values():
                 if m.display_name == display_name:
@@ -286,6 +329,9 @@ class EndpointState:
             unknown = sorted(set(out) - set(self.models))
             if unknown:
                 raise ApiError(400, f"traffic_split names models that are not deployed: {', '.join(unknown)}")
+            if self.shadow and out.get(self.shadow, 0) > 0:
+                raise ApiError(409, f"{self.shadow} is the shadow: stop mirroring (PUT /v1/shadow null) before it "
+                                    f"takes traffic")
             self.split = {k: v for k, v in out.items() if v > 0}
             self._save()
             log.info("traffic split %s", self.split)
@@ -297,8 +343,28 @@ class EndpointState:
             if self.split.get(deployed_id, 0) > 0:
                 raise ApiError(409, f"{deployed_id} still has {self.split[deployed_id]}% of the traffic: shift it first")
             del self.models[deployed_id]
+            if self.shadow == deployed_id:
+                self.shadow = None
             self._save()
             log.info("undeployed %s", deployed_id)
+
+    def set_shadow(self, deployed_id: Any) -> None:
+        with self.lock:
+            if deployed_id is not None:
+                if not isinstance(deployed_id, str) or deployed_id not in self.models:
+                    raise ApiError(404 if isinstance(deployed_id, str) else 400,
+                                   f"deployed_model_id must be a deployed model's id or null, got {deployed_id!r}")
+                if self.split.get(deployed_id, 0) > 0:
+                    raise ApiError(409, f"{deployed_id} serves {self.split[deployed_id]}% of the traffic: a shadow "
+                                        f"takes none")
+            self.shadow = deployed_id
+            self._save()
+            log.info("shadow %s", deployed_id or "off")
+
+    def shadow_model(self, served: Deployed) -> Deployed | None:
+        with self.lock:
+            d = self.models.get(self.shadow) if self.shadow else None
+            return d if d is not None and d is not served else None
 
     def route(self) -> Deployed:
         with self.lock:
@@ -312,10 +378,10 @@ class EndpointState:
             if deployed_id not in self.models:
                 raise ApiError(404, f"no deployed model {deployed_id}")
             records = [r for r in self.models[deployed_id].records if since <= r[0] < until]
-        latencies = [r[2] for r in records]
-        if len(latencies) > MAX_SAMPLES:
-            latencies = random.Random(0).sample(latencies, MAX_SAMPLES)
-        return {"requests": len(records), "errors": sum(1 for r in records if not r[1]), "latencies_ms": latencies}
+        errors = sum(1 for r in records if not r[1])
+        sample = records if len(records) <= MAX_SAMPLES else random.Random(0).sample(records, MAX_SAMPLES)
+        return {"requests": len(records), "errors": errors, "latencies_ms": [r[2] for r in sample],
+                "scores": [x for r in sample for x in r[3]], "classes": [x for r in sample for x in r[4]]}
 
     def describe_faults(self) -> dict[str, Any]:
         with self.lock:
@@ -360,11 +426,16 @@ def _predict(d: Deployed, instances: list[dict[str, Any]]) -> dict[str, Any]:
     pipeline = bundle["pipeline"]
     features = pipeline[:-1].transform(frame[bundle["features"]])  # once, for both answers
     model = pipeline[-1]
+    labels = list(getattr(model, "classes_", []))
     if hasattr(model, "predict_proba"):
         proba = model.predict_proba(features)
         predictions = model.classes_[proba.argmax(axis=1)].tolist()
-        return {"predictions": predictions, "probabilities": [round(float(p), 6) for p in proba[:, -1]]}
-    return {"predictions": model.predict(features).tolist()}
+        scores: list[float] | None = [round(float(p), 6) for p in proba[:, -1]]
+    else:
+        predictions, scores = model.predict(features).tolist(), None
+    if d.fault.get("predict_class") is not None or d.fault.get("logit_shift"):
+        predictions, scores = apply_prediction_fault(predictions, scores, labels, d.fault)
+    return {"predictions": predictions} if scores is None else {"predictions": predictions, "probabilities": scores}
 
 
 def build_app(state: EndpointState) -> Starlette:
@@ -398,8 +469,36 @@ def build_app(state: EndpointState) -> Starlette:
             raise ApiError(400, "body must be a JSON object")
         return doc
 
-    async def predict(request: Request) -> Response:
+    async def answer(d: Deployed, instances: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        """What `d` answers, recorded against `d`: (status, body)."""
         started = time.perf_counter()
+        ok, result = True, {}
+        try:
+            extra = d.fault.get("extra_latency_ms", 0)
+            if extra:
+                await asyncio.sleep(extra / 1000)
+            if d.fault.get("error_rate") and state.rng.random() < d.fault["error_rate"]:
+                raise ApiError(500, f"model {d.display_name} failed (injected fault)")
+            result = await run_in_threadpool(_predict, d, instances)
+            return 200, {**result, "deployed_model_id": d.id, "model": d.display_name}
+        except ApiError as exc:
+            ok = exc.status < 500  # a client's bad request is not the model's error
+            return exc.status, {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a model crash is a 500 counted against the model
+            ok = False
+            log.exception("prediction failed on %s", d.id)
+            return 500, {"error": f"prediction failed: {type(exc).__name__}"}
+        finally:
+            d.records.append((time.time(), ok, (time.perf_counter() - started) * 1000,
+                              tuple(result.get("probabilities") or ()),
+                              tuple(str(c) for c in result.get("predictions") or ())))
+
+    mirrors: set[asyncio.Task] = set()  # running shadow copies (a reference, so none is collected early)
+
+    async def mirror(d: Deployed, instances: list[dict[str, Any]]) -> None:
+        await answer(d, instances)
+
+    async def predict(request: Request) -> Response:
         try:
             doc = await body(request)
             instances = doc.get("instances")
@@ -408,24 +507,14 @@ def build_app(state: EndpointState) -> Starlette:
             d = state.route()
         except ApiError as exc:
             return error(exc)
-        ok = True
-        try:
-            extra = d.fault.get("extra_latency_ms", 0)
-            if extra:
-                await asyncio.sleep(extra / 1000)
-            if d.fault.get("error_rate") and state.rng.random() < d.fault["error_rate"]:
-                raise ApiError(500, f"model {d.display_name} failed (injected fault)")
-            result = await run_in_threadpool(_predict, d, instances)
-            return JSONResponse({**result, "deployed_model_id": d.id, "model": d.display_name})
-        except ApiError as exc:
-            ok = exc.status < 500  # a client's bad request is not the model's error
-            return error(exc)
-        except Exception as exc:  # noqa: BLE001 - a model crash is a 500 counted against the model
-            ok = False
-            log.exception("prediction failed on %s", d.id)
-            return JSONResponse({"error": f"prediction failed: {type(exc).__name__}"}, status_code=500)
-        finally:
-            d.records.append((time.time(), ok, (time.perf_counter() - started) * 1000))
+        status, doc = await answer(d, instances)
+        shadow = state.shadow_model(d)
+        if shadow is not None and not 400 <= status < 500:
+            # the copy runs beside this response: the caller never waits for the shadow, nor sees it
+            task = asyncio.get_running_loop().create_task(mirror(shadow, instances))
+            mirrors.add(task)
+            task.add_done_callback(mirrors.discard)
+        return JSONResponse(doc, status_code=status)
 
     async def describe(request: Request) -> Response:
         return JSONResponse(state.describe())
@@ -491,6 +580,16 @@ def build_app(state: EndpointState) -> Starlette:
         log.warning("route fault: %s", fault.public(method, path))
         return JSONResponse({**fault.public(method, path), "count": fault.remaining})
 
+    async def shadow(request: Request) -> Response:
+        try:
+            doc = await body(request)
+            if set(doc) != {"deployed_model_id"}:
+                raise ApiError(400, 'body must be {"deployed_model_id": id | null}')
+            state.set_shadow(doc["deployed_model_id"])
+        except ApiError as exc:
+            return error(exc)
+        return JSONResponse({"shadow": state.shadow})
+
     async def healthz(request: Request) -> Response:
         d = state.describe()
         return JSONResponse({"status": "ok", "deployed": len(d["deployed_models"]), "traffic_split": d["traffic_split"],
@@ -503,6 +602,7 @@ def build_app(state: EndpointState) -> Starlette:
         Route("/v1/traffic", admin(traffic), methods=["PUT"]),
         Route("/v1/deployed-models/{id}", admin(undeploy), methods=["DELETE"]),
         Route("/v1/deployed-models/{id}/stats", admin(stats), methods=["GET"]),
+        Route("/v1/shadow", admin(shadow), methods=["PUT"]),
         Route("/v1/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
     ])

@@ -8,8 +8,9 @@ Triggered by `wandb.artifact.alias-added` for alias `production` (see prefect.ya
 The endpoint's live traffic split and deployed models are the source of truth: a rerun after a crash
 reconciles from them (never deploys a version twice, never leaves traffic on a version that is not
 deployed) and continues from the current step or rolls back, as the policy says. Rollback order:
-traffic to stable first, then undeploy the canary, then record. The verdict is the pure
-`flows.canary_verdict.assess_step`.
+traffic to stable first, then undeploy the canary, then record. The steps, looks and verdicts are the
+pure `flows.canary_judge.walk` (the benchmark runs the same walk); this module gives it the
+endpoint's hooks (`EndpointSteps`) and does the outcome's side effects.
 """
 
 
@@ -30,7 +31,8 @@ from prefect.events import emit_event
 from prefect.input import RunInput
 
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
-from flows.canary_verdict import CanaryPolicy, Decision, assess_step
+from flows.canary_judge import JudgedLook, walk
+from flows.canary_verdict import CanaryPolicy, Look
 
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
@@ -161,12 +163,78 @@ def deploy_canary(endpoint: Any, model_uri: str, name: str, fault: dict[str, flo
     return deployed_id
 
 
-@task(name="shift-traffic", cache_policy=NO_CACHE)
-def shift_traffic(endpoint: Any, split: dict[str, int], label: str) -> dict[str, int]:
+def _shift(endpoint: Any, split: dict[str, int], label: str) -> dict[str, int]:
     with_retries(f"traffic {label}", lambda: endpoint.set_traffic(split))
     live = check_invariant(endpoint)
-    get_run_logger().info("traffic %s: %s", label, live)
+    _logger().info("traffic %s: %s", label, live)
     return live
+
+
+@task(name="shift-traffic", cache_policy=NO_CACHE)
+def shift_traffic(endpoint: Any, split: dict[str, int], label: str) -> dict[str, int]:
+    return _shift(endpoint, split, label)
+
+
+@task(name="start-shadow", cache_policy=NO_CACHE)
+def start_shadow(endpoint: Any, deployed_id: str, label: str) -> None:
+    with_retries(f"shadow {label}", lambda: endpoint.set_shadow(deployed_id))
+    _logger().info("shadow: %s answers a copy of every request; its answers are not served", label)
+
+
+class RolloutConfigError(ValueError):
+    """The rollout cannot run as configured (the CLI exits 2)."""
+
+
+class ShiftFailed(EndpointError):
+    """A traffic change the endpoint refused or never confirmed: the rollout rolls back."""
+
+
+def supports_shadow(endpoint: Any) -> bool:
+    return callable(getattr(endpoint, "set_shadow", None))
+
+
+class EndpointSteps:
+    """`walk`'s hooks on a real endpoint: `shift(percent)` moves the split (0: mirror to the canary as a
+    shadow), `observe(percent, bake, extra)` bakes, then reads what each arm served since the last look
+    (windows do not overlap). The flow passes its Prefect tasks as `shift_task`/`shadow_task`; the
+    benchmark uses the same class without them."""
+
+    def __init__(self, endpoint: Any, stable: DeployedModel, canary_id: str, name: str = "the canary", *,
+                 shift_task: Callable[..., dict[str, int]] = _shift,
+                 shadow_task: Callable[..., None] | None = None,
+                 on_shift: Callable[[int, dict[str, int]], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.endpoint, self.stable, self.canary_id, self.name = endpoint, stable, canary_id, name
+        self.shift_task, self.on_shift, self.sleep = shift_task, on_shift, sleep
+        self.shadow_task = shadow_task or (lambda ep, i, label: with_retries("shadow", lambda: ep.set_shadow(i)))
+        self.shadowing = False
+        self.since = datetime.now(timezone.utc)
+
+    def shift(self, pct: int) -> None:
+        try:
+            if pct == 0:
+                self.shadow_task(self.endpoint, self.canary_id, self.name)
+                self.shadowing = True
+                live = check_invariant(self.endpoint)
+            else:
+                if self.shadowing:
+                    with_retries("stop shadow", lambda: self.endpoint.set_shadow(None))
+                    self.shadowing = False
+                split = {self.stable.id: 100 - pct, self.canary_id: pct} if pct < 100 else {self.canary_id: 100}
+                live = self.shift_task(self.endpoint, split, f"{pct}% to {self.name}")
+        except EndpointError as exc:
+            raise ShiftFailed(f"traffic shift to {pct}% failed: {exc}") from exc
+        self.since = datetime.now(timezone.utc)
+        if self.on_shift:
+            self.on_shift(pct, live)
+
+    def observe(self, pct: int, bake: float, extra: bool) -> Look:
+        self.sleep(bake)
+        since, until = self.since, datetime.now(timezone.utc)
+        c = with_retries("canary stats", lambda: self.endpoint.stats(self.canary_id, since, until))
+        s = None if pct == 100 else with_retries("stable stats", lambda: self.endpoint.stats(self.stable.id, since, until))
+        self.since = until
+        return Look(pct, c, s, extra=extra)
 
 
 def rollback(endpoint: Any, stable: DeployedModel, canary_id: str | None, reason: str) -> dict[str, int]:
@@ -201,14 +269,42 @@ class Recorder:
         else:
             update_progress_artifact(self.progress_id, progress=percent, description=description)
 
-    def verdict(self, step: int, verdict: Any, canary: ArmStats, stable: ArmStats | None) -> None:
-        self.rows.append({
-            "step": f"{step}%", "at": datetime.now(timezone.utc).strftime("%H:%M:%S"),
-            "decision": verdict.decision.value, "canary requests": canary.requests, "canary errors": canary.errors,
-            "stable requests": stable.requests if stable else None, "stable errors": stable.errors if stable else None,
-            "reasons": " | ".join(verdict.reasons),
-        })
-        create_table_artifact(key=self.table_key, table=self.rows, description="Canary step verdicts")
+    def verdict(self, judged: JudgedLook) -> None:
+        self.rows.append(look_row(judged))
+        create_table_artifact(key=self.table_key, table=self.rows, description=LOOK_TABLE_DESCRIPTION)
+
+
+LOOK_TABLE_DESCRIPTION = (
+    "Canary looks: each row is one look, judged on every window since the canary started (counts are this "
+    "window's; p-values are over all windows). A test fails when its p-value is below the look's alpha "
+    "(alpha-spending over the planned looks; holds spend a reserve) and the effect is over its floor. "
+    "'alpha spent' is the total spent so far per family: errors / latency / predictions.")
+
+
+def look_row(judged: JudgedLook) -> dict[str, Any]:
+    """One table row per look: the window's counts, each test's p-value and level, the alpha spent."""
+    look, v = judged.look, judged.verdict
+
+    def p(name: str) -> float | None:
+        c = v.check(name)
+        return None if c is None or c.p_value is None else float(f"{c.p_value:.3g}")
+
+    def rate(arm: ArmStats | None) -> str | None:
+        return None if arm is None else f"{arm.error_rate * 100:.2f}%"
+
+    a, spent = judged.alphas, judged.spent
+    return {
+        "look": judged.index, "step": "shadow" if look.percent == 0 else f"{look.percent}%",
+        "at": datetime.now(timezone.utc).strftime("%H:%M:%S"), "decision": v.decision.value,
+        "canary requests": look.canary.requests, "canary errors": look.canary.errors, "canary error rate": rate(look.canary),
+        "stable requests": look.stable.requests if look.stable else None,
+        "stable errors": look.stable.errors if look.stable else None, "stable error rate": rate(look.stable),
+        "p errors": p("error rate vs stable"), "p latency": p("latency vs stable"),
+        "p scores": p("scores vs stable"), "p classes": p("classes vs stable"),
+        "alpha errors": float(f"{a.errors:.3g}"),
+        "alpha spent": f"{spent.errors:.3g} / {spent.latency:.3g} / {spent.predictions:.3g}",
+        "reasons": " | ".join(v.reasons),
+    }
 
 
 def comment_on_review_issue(resource_id: str, text: str) -> str | None:
@@ -321,6 +417,11 @@ def canary_rollout(
     logger.info("canary-rollout of %s (%s, steps %s, bake %gs)", name, policy.strategy,
                 list(policy.effective_steps), policy.bake_seconds)
     endpoint = resolve_endpoint(endpoint_block)
+    if policy.strategy == "shadow" and not supports_shadow(endpoint):
+        raise RolloutConfigError(
+            f"strategy 'shadow' needs an endpoint that mirrors requests to a model without serving its answers; "
+            f"{type(endpoint).__name__} ({endpoint_block or 'local'}) serves every request from one deployed model "
+            f"(Vertex AI endpoints do not mirror traffic): use strategy 'canary', or shadow on the local endpoint")
     resource_id = f"wandb.artifact.{entity}/{project}/{name}"
     rec = Recorder(
         resource={"prefect.resource.id": resource_id, "prefect.resource.name": name, "wandb.collection": collection,
@@ -374,66 +475,47 @@ def canary_rollout(
                           "stable_id": stable.id, "resumed": resuming, "policy": policy.to_dict()})
 
     steps_todo = [s for s in policy.effective_steps if s >= state.canary_share] if resuming else list(policy.effective_steps)
-    looks = max(1, len([s for s in policy.effective_steps if s < 100]))
-    failures = 0
     if policy.strategy == "blue-green" and not resuming:
         logger.info("blue-green: %s deployed beside %s; baking %gs before the switch", name, stable.display_name,
                     policy.bake_seconds)
         time.sleep(policy.bake_seconds)
 
-    for pct in steps_todo:
-        if pct == 100 and policy.approve_before_full:
-            answer = ask_approval(f"Shift 100% of the traffic to {name}?", policy.approval_timeout_seconds)
-            if not answer.approve:
-                split = rollback(endpoint, stable, canary_id, f"100% not approved: {answer.comment}")
-                return _rolled_back(rec, result, name, stable, f"100% not approved: {answer.comment}", split,
-                                    resource_id)
-        try:
-            live = shift_traffic(endpoint, {stable.id: 100 - pct, canary_id: pct} if pct < 100 else {canary_id: 100},
-                                 f"{pct}% to {name}")
-        except EndpointError as exc:
-            split = rollback(endpoint, stable, canary_id, f"traffic shift to {pct}% failed: {exc}")
-            return _rolled_back(rec, result, name, stable, f"traffic shift to {pct}% failed: {exc}", split, resource_id)
-        rec.progress(pct, f"{pct}% of the traffic on {name}")
-        rec.event("step", {"model": name, "percent": pct, "split": live})
-        window = datetime.now(timezone.utc)
-        holds = 0
-        bake_for = policy.final_bake_seconds if pct == 100 else policy.bake_seconds
-        while True:
-            time.sleep(bake_for)
-            c = with_retries("canary stats", lambda: endpoint.stats(canary_id, window))
-            s = None if pct == 100 else with_retries("stable stats", lambda: endpoint.stats(stable.id, window))
-            verdict = assess_step(s, c, policy, alpha_scale=1.0 / looks)
-            rec.verdict(pct, verdict, c, s)
-            result["steps"].append({"percent": pct, "decision": verdict.decision.value, "reasons": list(verdict.reasons)})
-            logger.info("step %d%%: %s — %s", pct, verdict.decision.value, "; ".join(verdict.reasons))
-            overdue = time.monotonic() - started > policy.deadline_seconds
-            if verdict.decision == Decision.ADVANCE:
-                break
-            if verdict.decision == Decision.ROLLBACK:
-                failures += 1
-                if failures >= policy.failure_limit:
-                    reason = "; ".join(verdict.reasons)
-                    # at 100% too: the old version stays deployed until promotion, so it can take back
-                    split = rollback(endpoint, stable, canary_id, reason)
-                    return _rolled_back(rec, result, name, stable, reason, split, resource_id)
-            else:
-                holds += 1
-                if holds >= policy.hold_limit or overdue:
-                    why = (f"deadline of {policy.deadline_seconds:g}s passed" if overdue
-                           else f"{holds} inconclusive bakes at {pct}%")
-                    if policy.on_hold_limit == "pause" and not overdue:
-                        answer = ask_approval(f"{why} ({'; '.join(verdict.reasons)}). Continue with {name}?",
-                                              policy.approval_timeout_seconds)
-                        if answer.approve:
-                            break
-                        why = f"{why}; operator: {answer.comment or 'rejected'}"
-                    split = rollback(endpoint, stable, canary_id, why)
-                    return _rolled_back(rec, result, name, stable, why, split, resource_id)
-            if overdue:
-                why = f"deadline of {policy.deadline_seconds:g}s passed"
-                split = rollback(endpoint, stable, canary_id, why)
-                return _rolled_back(rec, result, name, stable, why, split, resource_id)
+    def on_shift(pct: int, live: dict[str, int]) -> None:
+        if pct == 0:
+            rec.progress(0, f"{name} answers a shadow copy of the traffic (not served)")
+        else:
+            rec.progress(pct, f"{pct}% of the traffic on {name}")
+        rec.event("step", {"model": name, "percent": pct, "split": live, "shadow": pct == 0})
+
+    def record(judged: JudgedLook) -> None:
+        rec.verdict(judged)
+        v = judged.verdict
+        where = "shadow" if judged.look.percent == 0 else f"step {judged.look.percent}%"
+        result["steps"].append({"percent": judged.look.percent, "look": judged.index, "decision": v.decision.value,
+                                "reasons": list(v.reasons), "alphas": judged.alphas.to_dict(),
+                                "alpha_spent": judged.spent.to_dict()})
+        logger.info("%s (look %d): %s — %s", where, judged.index, v.decision.value, "; ".join(v.reasons))
+
+    def ask(question: str) -> tuple[bool, str]:
+        answer = ask_approval(question, policy.approval_timeout_seconds)
+        return answer.approve, answer.comment
+
+    hooks = EndpointSteps(endpoint, stable, canary_id, name, shift_task=shift_traffic, shadow_task=start_shadow,
+                          on_shift=on_shift)
+    try:
+        outcome = walk(policy, shift=hooks.shift, observe=hooks.observe, record=record, ask=ask, steps=steps_todo,
+                       shadow=policy.strategy == "shadow" and not resuming, name=name,
+                       start=started)
+    except ShiftFailed as exc:
+        split = rollback(endpoint, stable, canary_id, str(exc))
+        return _rolled_back(rec, result, name, stable, str(exc), split, resource_id)
+    if outcome.outcome == "rolled-back":
+        reason = f"shadow: {outcome.reason}" if outcome.percent == 0 else outcome.reason
+        # at 100% too: the old version stays deployed until promotion, so it can take back
+        split = rollback(endpoint, stable, canary_id, reason)
+        if outcome.percent == 0:
+            result["shadow"] = True
+        return _rolled_back(rec, result, name, stable, reason, split, resource_id)
 
     # -- promoted: the old version leaves ------------------------------------------------------
     for m in [stable, *state.others]:
@@ -451,7 +533,7 @@ def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: Deplo
                  split: dict[str, int], resource_id: str) -> dict[str, Any]:
     rec.progress(100, f"{name} rolled back: {reason}")
     rec.event("rolled-back", {"model": name, "stable": stable.display_name, "reason": reason, "split": split,
-                              "steps": result["steps"]})
+                              "steps": result["steps"], "shadow": bool(result.get("shadow"))})
     issue = comment_on_review_issue(resource_id, f"Canary of `{name}` **rolled back**: {reason}\n\n"
                                                  f"100% of the traffic is on `{stable.display_name}`.")
     return {**result, "outcome": "rolled-back", "reason": reason, "split": split, "review_issue": issue}
@@ -483,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", help="traffic steps, e.g. 10,30,50,100")
     p.add_argument("--bake", help="bake per step, e.g. 90s, 5m")
     p.add_argument("--final-bake", help="bake at 100%% before the old version is undeployed")
-    p.add_argument("--strategy", choices=["canary", "blue-green", "immediate"])
+    p.add_argument("--strategy", choices=["canary", "shadow", "blue-green", "immediate"],
+                   help="shadow: mirror live requests to the new version (answers never served), judge it, "
+                        "then the canary steps")
     p.add_argument("--min-requests", type=int)
     p.add_argument("--approve", action="store_true", help="wait for an operator's approval in the UI first")
     p.add_argument("--policy-block", help="saved rollout policy block")
@@ -511,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             model_uri=args.model_uri, endpoint_block=args.endpoint, policy_block=args.policy_block,
             strategy=args.strategy, steps=_steps(args.steps), bake=args.bake, final_bake=args.final_bake,
             min_requests=args.min_requests, require_approval=True if args.approve else None)
+    except RolloutConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the CLI reports, the flow run keeps the traceback
         print(f"canary-rollout failed: {exc}", file=sys.stderr)
         return 1

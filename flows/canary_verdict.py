@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, Literal, get_args
@@ -53,7 +53,7 @@ from blocks.endpoint import ArmStats
 __all__ = ["BARNARD_MAX_TOTAL", "CanaryPolicy", "Check", "Decision", "StepVerdict", "assess_step",
            "parse_duration", "seed_rule", "summarise"]
 
-Strategy = Literal["canary", "blue-green", "immediate"]
+Strategy = Literal["canary", "shadow", "blue-green", "immediate"]
 OnHoldLimit = Literal["rollback", "pause"]
 OnResume = Literal["continue", "rollback"]
 Outcome = Literal["pass", "fail", "hold", "not judged"]
@@ -62,6 +62,8 @@ Outcome = Literal["pass", "fail", "hold", "not judged"]
 BARNARD_MAX_TOTAL = 200
 #: latency is compared once both arms have min(min_requests, this) samples
 MIN_LATENCY_SAMPLES = 20
+#: predictions are compared once both arms have this many (scores or classes)
+MIN_PREDICTION_SAMPLES = 50
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
@@ -177,8 +179,13 @@ class CanaryPolicy:
     min_requests: int = 100
     #: one-sided exact test "canary error proportion > stable's"
     error_alpha: float = 0.01
-    #: one-sided Mann-Whitney U "canary latencies > stable's"
-    latency_alpha: float = 0.01
+    #: one-sided Mann-Whitney U / van Elteren "canary latencies > stable's"
+    latency_alpha: float = 0.005
+    #: canary vs stable predictions on the same traffic: KS on scores, chi-square on classes (half each)
+    prediction_alpha: float = 0.005
+    #: effect floor for predictions: a shift fails only when its lower confidence bound is at least this
+    #: (KS distance D for scores, the largest class-share difference for classes)
+    min_prediction_shift: float = 0.05
     #: relative effect floor on the median latency: a significant slowdown smaller than this is no failure
     min_latency_increase: float = 0.10
     #: absolute effect floor on the error-rate difference (0: any significant increase fails)
@@ -213,12 +220,13 @@ class CanaryPolicy:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         set_("min_requests", _integer(self.min_requests, "min_requests", 1))
-        for name in ("error_alpha", "latency_alpha"):
+        for name in ("error_alpha", "latency_alpha", "prediction_alpha"):
             value = _number(getattr(self, name), name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {value}")
             set_(name, value)
-        for name, upper in (("min_latency_increase", math.inf), ("min_error_increase", 1.0)):
+        for name, upper in (("min_latency_increase", math.inf), ("min_error_increase", 1.0),
+                            ("min_prediction_shift", 1.0)):
             value = _number(getattr(self, name), name)
             if not 0 <= value < upper:
                 raise ValueError(f"{name} must be >= 0{'' if upper == math.inf else ' and < 1'}, got {value}")
@@ -242,21 +250,28 @@ class CanaryPolicy:
             set_(name, _boolean(getattr(self, name), name))
         shortest = self.min_duration_seconds
         if self.deadline_seconds < shortest:
-            n = len(self.effective_steps) - 1
+            n = len(self.effective_steps) - 1 + (self.strategy == "shadow")
             raise ValueError(
                 f"deadline_seconds {self.deadline_seconds:g} is shorter than the shortest possible rollout "
-                f"{shortest:g} s (bake_seconds {self.bake_seconds:g} x {n} step(s) below 100% + "
+                f"{shortest:g} s (bake_seconds {self.bake_seconds:g} x {n} bake(s) below 100% + "
                 f"final_bake_seconds {self.final_bake_seconds:g})")
 
     @property
     def effective_steps(self) -> tuple[int, ...]:
-        """The canary's traffic percents: `steps` for "canary", (100,) for "blue-green" and "immediate"."""
-        return self.steps if self.strategy == "canary" else (100,)
+        """The canary's traffic percents: `steps` for "canary" and "shadow" (after the shadow bake), (100,)
+        for "blue-green" and "immediate"."""
+        return self.steps if self.strategy in ("canary", "shadow") else (100,)
+
+    @property
+    def planned_looks(self) -> int:
+        """Comparative looks when every look advances: the shadow bake and each step below 100%."""
+        return (self.strategy == "shadow") + sum(1 for s in self.effective_steps if s < 100)
 
     @property
     def min_duration_seconds(self) -> float:
         """The rollout's length when every look advances (no holds, no approvals)."""
-        return self.bake_seconds * (len(self.effective_steps) - 1) + self.final_bake_seconds
+        shadow = self.bake_seconds if self.strategy == "shadow" else 0.0
+        return shadow + self.bake_seconds * (len(self.effective_steps) - 1) + self.final_bake_seconds
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -321,6 +336,10 @@ class StepVerdict:
     canary: dict[str, Any]
     stable: dict[str, Any] | None  # None when the canary carries all traffic
     alpha_scale: float = 1.0
+    alphas: Alphas | None = None  # the nominal level of each family of tests at this look
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.check == name), None)
 
     @property
     def failures(self) -> list[str]:
@@ -338,7 +357,8 @@ class StepVerdict:
     def to_dict(self) -> dict[str, Any]:
         return {"decision": self.decision.value, "reasons": list(self.reasons), "checks": self.rows(),
                 "canary": dict(self.canary), "stable": None if self.stable is None else dict(self.stable),
-                "alpha_scale": self.alpha_scale}
+                "alpha_scale": self.alpha_scale,
+                "alphas": None if self.alphas is None else self.alphas.to_dict()}
 
 
 def _latencies(arm: ArmStats) -> Any:
@@ -349,14 +369,15 @@ def _latencies(arm: ArmStats) -> Any:
 
 
 def summarise(arm: ArmStats) -> dict[str, Any]:
-    """requests, errors, error_rate, latency_samples, median_ms, p95_ms (None without samples)."""
+    """requests, errors, error_rate, latency_samples, median_ms, p95_ms (None without samples), predictions."""
     import numpy as np
 
     lat = _latencies(arm)
     return {"requests": arm.requests, "errors": arm.errors, "error_rate": arm.error_rate,
             "latency_samples": int(lat.size),
             "median_ms": float(np.median(lat)) if lat.size else None,
-            "p95_ms": float(np.percentile(lat, 95)) if lat.size else None}
+            "p95_ms": float(np.percentile(lat, 95)) if lat.size else None,
+            "prediction_samples": max(len(arm.scores), len(arm.classes))}
 
 
 def _pct(x: float) -> str:
@@ -376,7 +397,39 @@ def _finite_p(p: Any) -> float:
     return p if math.isfinite(p) else 1.0  # a test with no information (all ties, no errors) rejects nothing
 
 
+# --------------------------------------------------------------------------------------------------
+# Looks and the tests over them
+
+
+@dataclass(frozen=True)
+class Look:
+    """One judged window: what each arm served while the canary had `percent` of the traffic.
+
+    Windows do not overlap: look k holds only what was served since look k-1. `stable` is None when
+    the canary carries all traffic; `percent` 0 is a shadow window (the candidate answered mirrored
+    copies of the live requests and nobody saw its answers). `extra` marks a re-bake after a HOLD or a
+    first ROLLBACK below failure_limit (it spends alpha from the reserve, see flows.canary_judge)."""
+
+    percent: int
+    canary: ArmStats
+    stable: ArmStats | None
+    extra: bool = False
+
+
+@dataclass(frozen=True)
+class Alphas:
+    """The nominal level of each family of tests at one look (see flows.canary_judge for the spending)."""
+
+    errors: float
+    latency: float
+    predictions: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"errors": self.errors, "latency": self.latency, "predictions": self.predictions}
+
+
 def _error_test(c: ArmStats, s: ArmStats) -> tuple[str, float]:
+    """One window: Fisher's exact test (Barnard's, more powerful, on small samples)."""
     from scipy import stats
 
     c_ok, s_ok = c.requests - c.errors, s.requests - s.errors
@@ -391,112 +444,281 @@ def _error_test(c: ArmStats, s: ArmStats) -> tuple[str, float]:
     return "Fisher exact", _finite_p(res.pvalue)
 
 
+def stratified_error_p(windows: Sequence[tuple[ArmStats, ArmStats]]) -> float:
+    """Exact one-sided test that the canary errs more than stable, stratified by window.
+
+    Within each window the canary's error count, given both arms' requests and the window's total
+    errors, is hypergeometric under "same error rate in that window" (Fisher's conditioning); the
+    statistic is the sum over windows, whose exact null distribution is the convolution of those
+    hypergeometrics (the exact form of the Cochran-Mantel-Haenszel test, Mehta, Patel & Gray 1985).
+    Stratifying keeps a canary's share changing from step to step from confounding the comparison
+    with the error rate changing over time (Simpson's paradox in a pooled 2x2 table)."""
+    import numpy as np
+    from scipy.stats import hypergeom
+
+    dist = np.ones(1)
+    low = observed = 0
+    for c, s in windows:
+        total, errors = c.requests + s.requests, c.errors + s.errors
+        observed += c.errors
+        if errors == 0 or errors == total or c.requests == 0 or s.requests == 0:
+            low += c.errors  # no information in this window: its count is fixed given the margins
+            continue
+        k_lo, k_hi = max(0, errors - s.requests), min(c.requests, errors)
+        pmf = hypergeom.pmf(np.arange(k_lo, k_hi + 1), total, errors, c.requests)
+        dist = np.convolve(dist, pmf)
+        low += k_lo
+    if observed == 0:
+        return 1.0
+    return _finite_p(min(1.0, float(dist[observed - low:].sum())))
+
+
+def van_elteren_p(windows: Sequence[tuple[Any, Any]]) -> float:
+    """One-sided stratified Wilcoxon (van Elteren 1960) "canary values are larger": per window the
+    Mann-Whitney U (tie-corrected variance), weighted 1 / (n + 1), normal approximation."""
+    import numpy as np
+    from scipy import stats
+
+    num = var = 0.0
+    for c, s in windows:
+        n1, n2 = len(c), len(s)
+        if not n1 or not n2:
+            continue
+        both = np.concatenate([c, s])
+        n = n1 + n2
+        ranks = stats.rankdata(both)
+        u = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2
+        _, counts = np.unique(both, return_counts=True)
+        ties = float((counts.astype(float) ** 3 - counts).sum())
+        v = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))) if n > 1 else 0.0
+        w = 1.0 / (n + 1)
+        num += w * (u - n1 * n2 / 2)
+        var += w * w * v
+    if var <= 0:
+        return 1.0
+    return _finite_p(stats.norm.sf(num / math.sqrt(var)))
+
+
+def score_shift_p(windows: Sequence[tuple[Any, Any]]) -> float:
+    """Two-sample Kolmogorov-Smirnov per window on the scores, combined over windows by Fisher's method
+    (the windows hold disjoint requests, so their p-values are independent under the null)."""
+    from scipy import stats
+
+    ps = [_finite_p(stats.ks_2samp(c, s).pvalue) for c, s in windows if len(c) and len(s)]
+    if not ps:
+        return 1.0
+    if len(ps) == 1:
+        return ps[0]
+    return _finite_p(stats.combine_pvalues(ps, method="fisher").pvalue)
+
+
+def class_shift_p(windows: Sequence[tuple[Sequence[str], Sequence[str]]]) -> float:
+    """Chi-square test of homogeneity (arm x predicted class) per window; the statistics and their
+    degrees of freedom add over independent windows."""
+    from collections import Counter
+
+    from scipy import stats
+
+    stat = dof = 0.0
+    for c, s in windows:
+        cc, sc = Counter(c), Counter(s)
+        labels = sorted(set(cc) | set(sc))
+        if len(labels) < 2 or not c or not s:
+            continue
+        res = stats.chi2_contingency([[cc[k] for k in labels], [sc[k] for k in labels]], correction=False)
+        stat += float(res.statistic)
+        dof += float(res.dof)
+    if dof == 0:
+        return 1.0
+    return _finite_p(stats.chi2.sf(stat, dof))
+
+
+def _ks_d(c: Any, s: Any) -> float:
+    from scipy import stats
+
+    return float(stats.ks_2samp(c, s).statistic)
+
+
+def ks_margin(alpha: float, n: int, m: int) -> float:
+    """How far the two-sample KS distance may exceed the true one at confidence 1 - alpha (the asymptotic
+    KS critical value, sqrt(-ln(alpha / 2) / 2) * sqrt((n + m) / (n m)))."""
+    return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
+
+
+def class_shift_bound(c: Sequence[str], s: Sequence[str], alpha: float) -> tuple[float, float, str]:
+    """The largest difference in a predicted class's share, and its lower confidence bound (normal
+    intervals, Bonferroni over the classes): (difference, lower bound, class)."""
+    from collections import Counter
+
+    from scipy import stats
+
+    cc, sc = Counter(c), Counter(s)
+    labels = sorted(set(cc) | set(sc))
+    z = float(stats.norm.isf(alpha / (2 * max(1, len(labels)))))
+    best = (0.0, -1.0, labels[0] if labels else "")
+    for k in labels:
+        pc, ps = cc[k] / len(c), sc[k] / len(s)
+        se = math.sqrt(pc * (1 - pc) / len(c) + ps * (1 - ps) / len(s))
+        diff = abs(pc - ps)
+        if diff - z * se > best[1]:
+            best = (diff, diff - z * se, k)
+    return best
+
+
+def _sum(arms: Sequence[ArmStats]) -> ArmStats:
+    out = ArmStats()
+    for a in arms:
+        out = out + a
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The verdict
+
+
 def assess_step(stable: ArmStats | None, canary: ArmStats, policy: CanaryPolicy | None = None, *,
                 alpha_scale: float = 1.0) -> StepVerdict:
-    """Judge one look at a canary step: `canary` and `stable` served over the same window.
+    """Judge a single window on its own: `canary` and `stable` served over the same window.
 
     Pass ``stable=None`` when the canary carries all traffic (100%): it is judged alone on the absolute
-    guards. `alpha_scale` (0 < scale <= 1) multiplies both alphas; pass ``1 / number_of_looks`` so the
-    whole rollout's false-rollback rate stays <= alpha (Bonferroni, see the module docstring)."""
+    guards. `alpha_scale` (0 < scale <= 1) multiplies every alpha. A rollout does not call this: it
+    judges the sequence of its looks with `flows.canary_judge.Judge`, which calls `assess_looks`."""
     policy = policy or CanaryPolicy()
-    if not isinstance(canary, ArmStats) or not (stable is None or isinstance(stable, ArmStats)):
-        raise ValueError(f"assess_step needs ArmStats, got canary={type(canary).__name__}, "
-                         f"stable={type(stable).__name__}")
     scale = _number(alpha_scale, "alpha_scale")
     if not 0 < scale <= 1:
         raise ValueError(f"alpha_scale must be in (0, 1] (1 / number of looks), got {alpha_scale!r}")
-    err_alpha, lat_alpha = policy.error_alpha * scale, policy.latency_alpha * scale
+    if not isinstance(canary, ArmStats) or not (stable is None or isinstance(stable, ArmStats)):
+        raise ValueError(f"assess_step needs ArmStats, got canary={type(canary).__name__}, "
+                         f"stable={type(stable).__name__}")
+    alphas = Alphas(policy.error_alpha * scale, policy.latency_alpha * scale, policy.prediction_alpha * scale)
+    verdict = assess_looks([Look(100 if stable is None else 50, canary, stable)], policy, alphas,
+                           base=Alphas(policy.error_alpha, policy.latency_alpha, policy.prediction_alpha))
+    return StepVerdict(verdict.decision, verdict.reasons, verdict.checks, verdict.canary, verdict.stable, scale,
+                       verdict.alphas)
 
-    def alpha_text(base: float, eff: float) -> str:
-        return f"alpha {_g(eff)}" if scale == 1 else f"alpha {_g(eff)} ({_g(base)} x {_g(scale)})"
 
-    c_sum = summarise(canary)
-    s_sum = None if stable is None else summarise(stable)
+def assess_looks(looks: Sequence[Look], policy: CanaryPolicy, alphas: Alphas, *,
+                 base: Alphas | None = None) -> StepVerdict:
+    """Judge the latest of `looks` on the evidence of all of them, each family of tests at `alphas`.
+
+    Comparisons (errors, latency, predictions) use every window in which both arms served, stratified
+    by window; the absolute guards use the latest window (or everything the canary served, when the
+    latest window alone is under min_requests). The latest look with ``stable=None`` (canary at
+    100%) is judged on the guards alone. `base` (the policy's own alphas) only changes the wording."""
+    if not looks:
+        raise ValueError("assess_looks needs at least one look")
+    for look in looks:
+        if not isinstance(look, Look) or not isinstance(look.canary, ArmStats) or not (
+                look.stable is None or isinstance(look.stable, ArmStats)):
+            raise ValueError(f"assess_looks needs Look(percent, canary ArmStats, stable ArmStats|None), got {look!r}")
+    current = looks[-1]
+    alone = current.stable is None
+    strata = [(lk.canary, lk.stable) for lk in looks if lk.stable is not None]
+    cum_c = _sum([c for c, _ in strata]) if not alone else current.canary
+    cum_s = _sum([s for _, s in strata]) if not alone else None
+    err_alpha, lat_alpha, pred_alpha = alphas.errors, alphas.latency, alphas.predictions
+    windows = f" over {len(strata)} windows" if len(strata) > 1 and not alone else ""
+
+    def alpha_text(family: str, eff: float) -> str:
+        ref = getattr(base, family) if base is not None else None
+        return f"alpha {_g(eff)}" if ref is None or abs(ref - eff) < 1e-15 else f"alpha {_g(eff)} (of {_g(ref)})"
+
+    c_sum = summarise(cum_c)
+    s_sum = None if cum_s is None else summarise(cum_s)
     checks: list[Check] = []
     need = policy.min_requests
 
     # -- requests ------------------------------------------------------------------------------------
-    if stable is None:
-        if canary.requests < need:
-            checks.append(Check("requests", canary.requests, None, need, None, "hold",
-                                f"too few requests: canary {canary.requests:,} < {need:,}"))
+    if cum_s is None:
+        if cum_c.requests < need:
+            checks.append(Check("requests", cum_c.requests, None, need, None, "hold",
+                                f"too few requests: canary {cum_c.requests:,} < {need:,}"))
         else:
-            checks.append(Check("requests", canary.requests, None, need, None, "pass",
-                                f"canary carries all traffic: {canary.requests:,} requests >= {need:,}, judged "
+            checks.append(Check("requests", cum_c.requests, None, need, None, "pass",
+                                f"canary carries all traffic: {cum_c.requests:,} requests >= {need:,}, judged "
                                 f"alone on the absolute guards (no stable arm to compare with)"))
     else:
-        short = [f"{name} {arm.requests:,} < {need:,}" for name, arm in (("canary", canary), ("stable", stable))
+        short = [f"{name} {arm.requests:,} < {need:,}" for name, arm in (("canary", cum_c), ("stable", cum_s))
                  if arm.requests < need]
         if short:
-            hint = " (pass stable=None when the canary carries all traffic)" if stable.requests == 0 else ""
-            checks.append(Check("requests", canary.requests, stable.requests, need, None, "hold",
+            hint = " (pass stable=None when the canary carries all traffic)" if cum_s.requests == 0 else ""
+            checks.append(Check("requests", cum_c.requests, cum_s.requests, need, None, "hold",
                                 f"too few requests: {', '.join(short)}{hint}"))
         else:
-            checks.append(Check("requests", canary.requests, stable.requests, need, None, "pass",
-                                f"enough requests: canary {canary.requests:,} and stable {stable.requests:,} "
-                                f">= {need:,} each"))
+            checks.append(Check("requests", cum_c.requests, cum_s.requests, need, None, "pass",
+                                f"enough requests: canary {cum_c.requests:,} and stable {cum_s.requests:,} "
+                                f">= {need:,} each{windows}"))
     if checks[0].outcome == "hold":
-        return _verdict(checks, c_sum, s_sum, scale)
+        return _verdict(checks, c_sum, s_sum, 1.0, alphas)
+
+    # the guards' arm: the latest window, or everything the canary served when that window is small
+    g_c, g_s = current.canary, current.stable
+    if g_c.requests < need and not alone:
+        g_c, g_s = cum_c, cum_s
 
     # -- error rate vs stable --------------------------------------------------------------------------
-    c_rate = canary.error_rate
+    c_rate = cum_c.error_rate
     err_worse = False
-    if stable is None:
+    if cum_s is None:
         checks.append(Check("error rate vs stable", c_rate, None, err_alpha, None, "not judged",
                             "error rate vs stable not judged: the canary carries all traffic"))
     else:
-        s_rate = stable.error_rate
-        test, p = _error_test(canary, stable)
-        head = (f"canary error rate {_pct(c_rate)} vs stable {_pct(s_rate)}: {test} one-sided p={_g(p)}")
+        s_rate = cum_s.error_rate
+        if len(strata) == 1:
+            test, p = _error_test(cum_c, cum_s)
+        else:
+            test, p = f"stratified exact ({len(strata)} windows)", stratified_error_p(strata)
+        head = f"canary error rate {_pct(c_rate)} vs stable {_pct(s_rate)}: {test} one-sided p={_g(p)}"
         diff = c_rate - s_rate
         if p < err_alpha and diff >= policy.min_error_increase:
             err_worse = True
             floor = (f" and the increase {diff * 100:+.2f} pp >= min_error_increase "
                      f"{policy.min_error_increase * 100:.2f} pp" if policy.min_error_increase > 0 else "")
             checks.append(Check("error rate vs stable", c_rate, s_rate, err_alpha, p, "fail",
-                                f"{head} < {alpha_text(policy.error_alpha, err_alpha)}{floor}"))
+                                f"{head} < {alpha_text('errors', err_alpha)}{floor}"))
         elif p < err_alpha:
             checks.append(Check("error rate vs stable", c_rate, s_rate, err_alpha, p, "pass",
-                                f"{head} < {alpha_text(policy.error_alpha, err_alpha)} but the increase "
+                                f"{head} < {alpha_text('errors', err_alpha)} but the increase "
                                 f"{diff * 100:+.2f} pp is below min_error_increase "
                                 f"{policy.min_error_increase * 100:.2f} pp: not a failure"))
         else:
             checks.append(Check("error rate vs stable", c_rate, s_rate, err_alpha, p, "pass",
-                                f"{head} >= {alpha_text(policy.error_alpha, err_alpha)}: not significantly worse"))
+                                f"{head} >= {alpha_text('errors', err_alpha)}: not significantly worse"))
 
     # -- error rate ceiling ----------------------------------------------------------------------------
     ceiling = policy.max_error_rate
-    s_rate_or_none = None if stable is None else stable.error_rate
-    if c_rate <= ceiling:
-        checks.append(Check("error rate ceiling", c_rate, s_rate_or_none, ceiling, None, "pass",
-                            f"canary error rate {_pct(c_rate)} within the ceiling max_error_rate {_pct(ceiling)}"))
-    elif stable is None:
-        checks.append(Check("error rate ceiling", c_rate, None, ceiling, None, "fail",
-                            f"canary error rate {_pct(c_rate)} over the ceiling max_error_rate {_pct(ceiling)} "
-                            f"({canary.errors:,} errors in {canary.requests:,} requests)"))
-    elif stable.error_rate <= ceiling:
-        checks.append(Check("error rate ceiling", c_rate, stable.error_rate, ceiling, None, "fail",
-                            f"canary error rate {_pct(c_rate)} over the ceiling max_error_rate {_pct(ceiling)} "
-                            f"while stable's {_pct(stable.error_rate)} is within it"))
+    g_rate = g_c.error_rate
+    g_s_rate = None if g_s is None else g_s.error_rate
+    if g_rate <= ceiling:
+        checks.append(Check("error rate ceiling", g_rate, g_s_rate, ceiling, None, "pass",
+                            f"canary error rate {_pct(g_rate)} within the ceiling max_error_rate {_pct(ceiling)}"))
+    elif g_s is None:
+        checks.append(Check("error rate ceiling", g_rate, None, ceiling, None, "fail",
+                            f"canary error rate {_pct(g_rate)} over the ceiling max_error_rate {_pct(ceiling)} "
+                            f"({g_c.errors:,} errors in {g_c.requests:,} requests)"))
+    elif g_s.error_rate <= ceiling:
+        checks.append(Check("error rate ceiling", g_rate, g_s.error_rate, ceiling, None, "fail",
+                            f"canary error rate {_pct(g_rate)} over the ceiling max_error_rate {_pct(ceiling)} "
+                            f"while stable's {_pct(g_s.error_rate)} is within it"))
     elif err_worse:
-        checks.append(Check("error rate ceiling", c_rate, stable.error_rate, ceiling, None, "fail",
+        checks.append(Check("error rate ceiling", g_rate, g_s.error_rate, ceiling, None, "fail",
                             f"both versions over the ceiling max_error_rate {_pct(ceiling)} (canary "
-                            f"{_pct(c_rate)}, stable {_pct(stable.error_rate)}) and the canary is "
+                            f"{_pct(g_rate)}, stable {_pct(g_s.error_rate)}) and the canary is "
                             f"significantly worse"))
     else:
-        pooled = (canary.errors + stable.errors) / (canary.requests + stable.requests)
-        checks.append(Check("error rate ceiling", c_rate, stable.error_rate, ceiling, None, "hold",
-                            f"both versions fail at ~{pooled * 100:.0f}% (canary {_pct(c_rate)}, stable "
-                            f"{_pct(stable.error_rate)} > max_error_rate {_pct(ceiling)}): an upstream problem, "
+        pooled = (g_c.errors + g_s.errors) / (g_c.requests + g_s.requests)
+        checks.append(Check("error rate ceiling", g_rate, g_s.error_rate, ceiling, None, "hold",
+                            f"both versions fail at ~{pooled * 100:.0f}% (canary {_pct(g_rate)}, stable "
+                            f"{_pct(g_s.error_rate)} > max_error_rate {_pct(ceiling)}): an upstream problem, "
                             f"not the canary"))
 
     # -- latency vs stable -----------------------------------------------------------------------------
     need_lat = min(need, MIN_LATENCY_SAMPLES)
-    c_lat = _latencies(canary)
-    s_lat = None if stable is None else _latencies(stable)
+    c_lat = _latencies(cum_c)
+    s_lat = None if cum_s is None else _latencies(cum_s)
     lat_worse = False
     c_med = c_sum["median_ms"]
-    if stable is None:
+    if cum_s is None:
         checks.append(Check("latency vs stable", c_med, None, lat_alpha, None, "not judged",
                             "latency vs stable not judged: the canary carries all traffic"))
     elif c_lat.size < need_lat or s_lat.size < need_lat:
@@ -507,45 +729,51 @@ def assess_step(stable: ArmStats | None, canary: ArmStats, policy: CanaryPolicy 
         from scipy import stats
 
         s_med = s_sum["median_ms"]
-        p = _finite_p(stats.mannwhitneyu(c_lat, s_lat, alternative="greater").pvalue)
+        if len(strata) == 1:
+            test, p = "Mann-Whitney U", _finite_p(stats.mannwhitneyu(c_lat, s_lat, alternative="greater").pvalue)
+        else:
+            test = f"van Elteren ({len(strata)} windows)"
+            p = van_elteren_p([(_latencies(c), _latencies(s)) for c, s in strata])
         change = f" ({(c_med / s_med - 1) * 100:+.1f}%)" if s_med > 0 else ""
-        head = (f"canary median latency {_ms(c_med)} vs stable {_ms(s_med)}{change}: Mann-Whitney U one-sided "
-                f"p={_g(p)}")
+        head = f"canary median latency {_ms(c_med)} vs stable {_ms(s_med)}{change}: {test} one-sided p={_g(p)}"
         floor = f"min_latency_increase {policy.min_latency_increase * 100:+.0f}%"
         big = c_med >= s_med * (1 + policy.min_latency_increase)
         if p < lat_alpha and big:
             lat_worse = True
             checks.append(Check("latency vs stable", c_med, s_med, lat_alpha, p, "fail",
-                                f"{head} < {alpha_text(policy.latency_alpha, lat_alpha)} and at least the floor "
-                                f"{floor}"))
+                                f"{head} < {alpha_text('latency', lat_alpha)} and at least the floor {floor}"))
         elif p < lat_alpha:
             checks.append(Check("latency vs stable", c_med, s_med, lat_alpha, p, "pass",
-                                f"{head} < {alpha_text(policy.latency_alpha, lat_alpha)} but below the floor "
-                                f"{floor}: not a failure"))
+                                f"{head} < {alpha_text('latency', lat_alpha)} but below the floor {floor}: "
+                                f"not a failure"))
         else:
             checks.append(Check("latency vs stable", c_med, s_med, lat_alpha, p, "pass",
-                                f"{head} >= {alpha_text(policy.latency_alpha, lat_alpha)}: not significantly slower"))
+                                f"{head} >= {alpha_text('latency', lat_alpha)}: not significantly slower"))
 
     # -- p95 latency ceiling ---------------------------------------------------------------------------
     cap = policy.max_p95_latency_ms
     if cap is not None:
-        c_p95 = c_sum["p95_ms"]
-        s_p95 = None if s_sum is None else s_sum["p95_ms"]
-        s_enough = s_lat is not None and s_lat.size >= need_lat
-        if c_lat.size < need_lat:
+        import numpy as np
+
+        gc_lat = _latencies(g_c)
+        gs_lat = None if g_s is None else _latencies(g_s)
+        c_p95 = float(np.percentile(gc_lat, 95)) if gc_lat.size else None
+        s_p95 = float(np.percentile(gs_lat, 95)) if gs_lat is not None and gs_lat.size else None
+        s_enough = gs_lat is not None and gs_lat.size >= need_lat
+        if gc_lat.size < need_lat:
             checks.append(Check("p95 latency ceiling", c_p95, s_p95, cap, None, "hold",
-                                f"p95 latency not judged: canary has {c_lat.size:,} latency samples < {need_lat}, "
+                                f"p95 latency not judged: canary has {gc_lat.size:,} latency samples < {need_lat}, "
                                 f"and the ceiling max_p95_latency_ms {cap:g} ms needs them"))
         elif c_p95 <= cap:
             checks.append(Check("p95 latency ceiling", c_p95, s_p95, cap, None, "pass",
                                 f"canary p95 latency {_ms(c_p95)} within the ceiling max_p95_latency_ms {cap:g} ms"))
-        elif stable is None:
+        elif g_s is None:
             checks.append(Check("p95 latency ceiling", c_p95, None, cap, None, "fail",
                                 f"canary p95 latency {_ms(c_p95)} over the ceiling max_p95_latency_ms {cap:g} ms"))
         elif not s_enough:
             checks.append(Check("p95 latency ceiling", c_p95, s_p95, cap, None, "fail",
                                 f"canary p95 latency {_ms(c_p95)} over the ceiling max_p95_latency_ms {cap:g} ms "
-                                f"(stable has {s_lat.size} latency samples, too few to call it upstream)"))
+                                f"(stable has {gs_lat.size} latency samples, too few to call it upstream)"))
         elif s_p95 <= cap:
             checks.append(Check("p95 latency ceiling", c_p95, s_p95, cap, None, "fail",
                                 f"canary p95 latency {_ms(c_p95)} over the ceiling max_p95_latency_ms {cap:g} ms "
@@ -558,16 +786,85 @@ def assess_step(stable: ArmStats | None, canary: ArmStats, policy: CanaryPolicy 
             checks.append(Check("p95 latency ceiling", c_p95, s_p95, cap, None, "hold",
                                 f"both versions over the p95 ceiling max_p95_latency_ms {cap:g} ms (canary "
                                 f"{_ms(c_p95)}, stable {_ms(s_p95)}): an upstream problem, not the canary"))
-    return _verdict(checks, c_sum, s_sum, scale)
+
+    # -- predictions vs stable -------------------------------------------------------------------------
+    if cum_s is not None:
+        checks.extend(_prediction_checks(strata, cum_c, cum_s, policy, pred_alpha, alpha_text))
+    return _verdict(checks, c_sum, s_sum, 1.0, alphas)
 
 
-def _verdict(checks: list[Check], c_sum: dict[str, Any], s_sum: dict[str, Any] | None, scale: float) -> StepVerdict:
+def _prediction_checks(strata: Sequence[tuple[ArmStats, ArmStats]], cum_c: ArmStats, cum_s: ArmStats,
+                       policy: CanaryPolicy, alpha: float, alpha_text: Any) -> list[Check]:
+    """Scores (KS) and predicted classes (chi-square), each at half the predictions alpha. A significant
+    difference fails only when it is also large: its lower confidence bound (at the same alpha) is at
+    least min_prediction_shift - the KS distance D less its sampling margin for scores, the largest
+    class-share difference less its interval for classes. A retrained model differs from the old one a
+    little, and with thousands of requests every little difference is significant; a bound, unlike the
+    raw distance, does not grow with noise on a small window."""
+    import numpy as np
+
+    out: list[Check] = []
+    floor = policy.min_prediction_shift
+    half = alpha / 2
+    need = MIN_PREDICTION_SAMPLES
+    for name, attr in (("scores vs stable", "scores"), ("classes vs stable", "classes")):
+        c_all, s_all = getattr(cum_c, attr), getattr(cum_s, attr)
+        noun = "score" if attr == "scores" else "class"
+        if not c_all and not s_all:
+            out.append(Check(name, None, None, half, None, "not judged",
+                             f"{noun} distribution not judged: the endpoint reported no predictions "
+                             f"(its stats carry no {attr})"))
+            continue
+        if len(c_all) < need or len(s_all) < need:
+            out.append(Check(name, len(c_all), len(s_all), half, None, "not judged",
+                             f"{noun} distribution not judged: canary has {len(c_all):,} {attr}, stable "
+                             f"{len(s_all):,} (need {need} each)"))
+            continue
+        pairs = [(getattr(c, attr), getattr(s, attr)) for c, s in strata]
+        if attr == "scores":
+            pairs = [(np.asarray(c, dtype=float), np.asarray(s, dtype=float)) for c, s in pairs]
+            p = score_shift_p(pairs)
+            d = _ks_d(np.asarray(c_all, dtype=float), np.asarray(s_all, dtype=float))
+            bound = d - ks_margin(half, len(c_all), len(s_all))
+            test = "Kolmogorov-Smirnov" + (f", Fisher-combined over {len(pairs)} windows" if len(pairs) > 1 else "")
+            what = f"KS distance D={d:.3f} (lower bound {max(bound, 0):.3f})"
+            stat = f"canary mean score {float(np.mean(c_all)):.3f} vs stable {float(np.mean(s_all)):.3f}"
+        else:
+            p = class_shift_p(pairs)
+            d, bound, label = class_shift_bound(c_all, s_all, half)
+            test = "chi-square" + (f", summed over {len(pairs)} windows" if len(pairs) > 1 else "")
+            what = f"class {label} share differs by {d:.3f} (lower bound {max(bound, 0):.3f})"
+            stat = f"canary classes {_shares(c_all)} vs stable {_shares(s_all)}"
+        head = f"{stat}: {test} p={_g(p)}, {what}"
+        if p < half and bound >= floor:
+            out.append(Check(name, d, None, half, p, "fail",
+                             f"predictions shifted: {head}; p < alpha {_g(half)} and the bound >= "
+                             f"min_prediction_shift {floor:g}"))
+        elif p < half:
+            out.append(Check(name, d, None, half, p, "pass",
+                             f"{head}; p < alpha {_g(half)} but the bound is below min_prediction_shift {floor:g}: "
+                             f"a small difference, not a failure"))
+        else:
+            out.append(Check(name, d, None, half, p, "pass",
+                             f"{head}; p >= alpha {_g(half)}: predictions not significantly different"))
+    return out
+
+
+def _shares(classes: Sequence[str]) -> str:
+    from collections import Counter
+
+    counts = Counter(classes)
+    return "{" + ", ".join(f"{k}: {v / len(classes):.0%}" for k, v in sorted(counts.items())[:6]) + "}"
+
+
+def _verdict(checks: list[Check], c_sum: dict[str, Any], s_sum: dict[str, Any] | None, scale: float,
+             alphas: Alphas | None = None) -> StepVerdict:
     outcomes = {c.outcome for c in checks}
     decision = (Decision.ROLLBACK if "fail" in outcomes else Decision.HOLD if "hold" in outcomes
                 else Decision.ADVANCE)
     order = {"fail": 0, "hold": 1, "pass": 2, "not judged": 3}
     reasons = tuple(c.reason for c in sorted(checks, key=lambda c: order[c.outcome]))
-    return StepVerdict(decision, reasons, tuple(checks), c_sum, s_sum, scale)
+    return StepVerdict(decision, reasons, tuple(checks), c_sum, s_sum, scale, alphas)
 
 
 def seed_rule(canary: ArmStats, threshold: float = 0.05) -> Decision:

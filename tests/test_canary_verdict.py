@@ -150,7 +150,7 @@ def test_alpha_scale_spreads_alpha_over_the_looks() -> None:
     assert "p=0.0064 < alpha 0.01" in once.reasons[0]
     quarter = assess_step(stable, canary, POLICY, alpha_scale=1 / 4)
     assert quarter.decision is Decision.ADVANCE, "one of four looks must not reject at p=0.0064"
-    assert "p=0.0064 >= alpha 0.0025 (0.01 x 0.25): not significantly worse" in reasons(quarter)
+    assert "p=0.0064 >= alpha 0.0025 (of 0.01): not significantly worse" in reasons(quarter)
     assert next(r for r in quarter.rows() if r["check"] == "error rate vs stable")["limit"] == pytest.approx(0.0025)
 
 
@@ -205,19 +205,21 @@ def test_degenerate_inputs_give_finite_numbers() -> None:
         assert "nan" not in text.lower()
         assert verdict.decision in (Decision.ADVANCE, Decision.HOLD), reasons(verdict)
     identical = assess_step(ArmStats(300, 0, (50.0,) * 300), ArmStats(300, 0, (50.0,) * 300), POLICY)
-    assert "Mann-Whitney U one-sided p=1 >= alpha 0.01: not significantly slower" in reasons(identical)
+    assert "Mann-Whitney U one-sided p=1 >= alpha 0.005: not significantly slower" in reasons(identical)
 
 
 def test_rows_and_to_dict_carry_the_evidence() -> None:
     verdict = assess_step(arm(2000, 20), arm(2000, 80), POLICY, alpha_scale=0.5)
     rows = verdict.rows()
-    assert [r["check"] for r in rows] == ["requests", "error rate vs stable", "error rate ceiling", "latency vs stable"]
+    assert [r["check"] for r in rows] == ["requests", "error rate vs stable", "error rate ceiling", "latency vs stable",
+                                     "scores vs stable", "classes vs stable"]
     assert set(rows[0]) == {"check", "canary", "stable", "limit", "p_value", "outcome", "reason"}
     assert rows[1] == {**rows[1], "canary": 0.04, "stable": 0.01, "limit": 0.005, "outcome": "fail"}
     doc = json.loads(json.dumps(verdict.to_dict()))
     assert doc["decision"] == "ROLLBACK" and doc["alpha_scale"] == 0.5
     assert doc["canary"] == {"requests": 2000, "errors": 80, "error_rate": 0.04, "latency_samples": 2000,
-                             "median_ms": pytest.approx(80.0), "p95_ms": pytest.approx(142.2, abs=0.1)}
+                             "median_ms": pytest.approx(80.0), "p95_ms": pytest.approx(142.2, abs=0.1),
+                             "prediction_samples": 0}
     assert verdict.summary.startswith("ROLLBACK: canary error rate 4.00% vs stable 1.00%")
 
 
@@ -237,7 +239,7 @@ def test_a_rollout_step_by_step() -> None:
     verdict = assess_step(stable, canary, POLICY, alpha_scale=scale)
     assert verdict.decision is Decision.ROLLBACK, "a canary that doubles the error rate must not reach 50%"
     assert "canary error rate 1.75% vs stable 1.00%" in verdict.reasons[0]
-    assert "< alpha 0.0025 (0.01 x 0.25)" in verdict.reasons[0]
+    assert "< alpha 0.0025 (of 0.01)" in verdict.reasons[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ def test_parse_duration_refuses_what_it_cannot_read(text) -> None:
         ({"bake_seconds": -5}, "bake_seconds must be a finite duration >= 0, got -5"),
         ({"bake_seconds": "five minutes"}, "bake_seconds: cannot read 'five minutes' as a duration"),
         ({"final_bake_seconds": "10x"}, "final_bake_seconds: cannot read '10x'"),
-        ({"strategy": "linear"}, "strategy must be one of 'canary', 'blue-green', 'immediate', got 'linear'"),
+        ({"strategy": "linear"}, "strategy must be one of 'canary', 'shadow', 'blue-green', 'immediate', got 'linear'"),
         ({"on_hold_limit": "ignore"}, "on_hold_limit must be 'rollback' or 'pause', got 'ignore'"),
         ({"min_requests": 0}, "min_requests must be >= 1, got 0"),
         ({"min_requests": 10.5}, "min_requests must be an integer, got 10.5"),
@@ -317,7 +319,7 @@ def test_parse_duration_refuses_what_it_cannot_read(text) -> None:
         ({"deadline_seconds": 0}, "deadline_seconds must be > 0"),
         # fields that disagree: the deadline cannot fit the bakes
         ({"bake_seconds": "30m"}, r"deadline_seconds 3600 is shorter than the shortest possible rollout 5700 s "
-                                  r"\(bake_seconds 1800 x 3 step\(s\) below 100% \+ final_bake_seconds 300\)"),
+                                  r"\(bake_seconds 1800 x 3 bake\(s\) below 100% \+ final_bake_seconds 300\)"),
     ],
 )
 def test_bad_policies_are_refused_with_the_field_named(kwargs, needle) -> None:
