@@ -426,7 +426,7 @@ def _predict(d: Deployed, instances: list[dict[str, Any]]) -> dict[str, Any]:
     pipeline = bundle["pipeline"]
     features = pipeline[:-1].transform(frame[bundle["features"]])  # once, for both answers
     model = pipeline[-1]
-    labels = list(getattr(model, "classes_", []))
+    labels = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]  # JSON types
     if hasattr(model, "predict_proba"):
         proba = model.predict_proba(features)
         predictions = model.classes_[proba.argmax(axis=1)].tolist()

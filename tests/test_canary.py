@@ -278,3 +278,142 @@ def test_a_rollout_that_crashed_too_often_is_rolled_back_not_resumed(endpoint, m
                                               resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2"),
                           30, message="modelops.canary.rolled-back")
     assert f"crashed {MAX_RESUMES + 1} times" in event["payload"]["reason"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictions and shadow, on the real endpoint under live traffic
+
+PREDICTIONS = dict(steps=[25, 50, 100], bake=3, final_bake=1.5, min_requests=20, policy_block=POLICY_BLOCK)
+
+
+class SplitWatcher:
+    """Reads the live split every 50 ms: the largest share a model ever had."""
+
+    def __init__(self, ep: LocalEndpoint) -> None:
+        self.ep, self.max_share, self.stop = ep, {}, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            try:
+                for name, pct in names(self.ep).items():
+                    self.max_share[name] = max(self.max_share.get(name, 0), pct)
+            except Exception:  # noqa: BLE001 - a read racing an undeploy
+                continue
+
+    def __enter__(self) -> "SplitWatcher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_a_canary_that_answers_200_with_one_class_is_rolled_back(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    ep.deploy(models["v2"], f"{coll}:v2", fault={"predict_class": "0"})  # no error, no slowness
+    with Traffic(st.endpoint_url, rps=60) as traffic:
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                **PREDICTIONS)
+    assert result["outcome"] == "rolled-back", result
+    assert "predictions shifted" in result["reason"] and "scores" not in result["reason"].split(":")[0]
+    assert set(traffic.counts) == {200}, "the canary never answered with an error"
+    assert ep.traffic() == {stable_id: 100} and len(ep.deployed()) == 1
+    table = httpx.post(f"{prefect_api}/artifacts/filter", json={"artifacts": {"key": {"any_": [f"canary-{coll}-v2"]}},
+                                                               "sort": "CREATED_DESC"}).json()
+    rows = table[0]["data"]
+    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+    last = rows[-1]
+    assert last["decision"] == "ROLLBACK" and last["p scores"] is not None and last["p scores"] < last["alpha errors"]
+    assert {"look", "step", "canary requests", "stable requests", "p errors", "p latency", "alpha spent"} <= set(last)
+
+
+def test_shadow_judges_the_candidate_on_mirrored_traffic_then_walks_the_canary(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_on(ep, models["v1"], f"{coll}:v1")
+    with Traffic(st.endpoint_url, rps=60), SplitWatcher(ep) as watch:
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                strategy="shadow", **PREDICTIONS)
+    assert result["outcome"] == "promoted", result
+    assert [s["percent"] for s in result["steps"]][:2] == [0, 25], "the shadow look comes first"
+    shadow_look = result["steps"][0]
+    assert shadow_look["decision"] == "ADVANCE"
+    assert names(ep) == {f"{coll}:v2": 100}
+    assert ep.shadow() is None
+    steps = read_events(prefect_api, event="modelops.canary.step",
+                        resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2")
+    assert any(e["payload"]["shadow"] for e in steps)
+
+
+def test_a_bad_candidate_is_rejected_in_shadow_and_no_user_saw_its_answers(endpoint, models, prefect_api) -> None:
+    st, ep = endpoint
+    coll = collection()
+    stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
+    bad_id = ep.deploy(models["v2"], f"{coll}:v2", fault={"predict_class": "0"})
+    mirrored: list[int] = []
+
+    def count_mirrored() -> None:
+        from datetime import datetime, timezone
+
+        wait_until(lambda: ep.shadow() == bad_id, 60, interval=0.05, message="the shadow")
+        wait_until(lambda: ep.stats(bad_id, datetime.fromtimestamp(0, timezone.utc)).requests > 20, 60,
+                   message="mirrored requests")
+        mirrored.append(ep.stats(bad_id, datetime.fromtimestamp(0, timezone.utc)).requests)
+
+    counter = threading.Thread(target=count_mirrored, daemon=True)
+    with Traffic(st.endpoint_url, rps=60), SplitWatcher(ep) as watch:
+        counter.start()
+        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+                                strategy="shadow", **PREDICTIONS)
+    counter.join(5)
+    assert result["outcome"] == "rolled-back" and result["shadow"] is True, result
+    assert result["reason"].startswith("shadow: predictions shifted"), result["reason"]
+    assert watch.max_share.get(f"{coll}:v2", 0) == 0, "the candidate never had a share of the traffic"
+    assert mirrored and mirrored[0] > 20, "it answered mirrored copies"
+    assert ep.traffic() == {stable_id: 100} and [m.id for m in ep.deployed()] == [stable_id]
+    (event,) = wait_until(lambda: read_events(prefect_api, event="modelops.canary.rolled-back",
+                                              resource_prefix=f"wandb.artifact.local/wandb-registry-model/{coll}:v2"),
+                          30, message="modelops.canary.rolled-back")
+    assert event["payload"]["shadow"] is True
+
+
+def test_shadow_answers_are_recorded_never_returned(endpoint, models) -> None:
+    from datetime import datetime, timezone
+
+    st, ep = endpoint
+    stable_id = stable_on(ep, models["v1"], "churn:v1")
+    shadow_id = ep.deploy(models["v2"], "churn:v2", fault={"predict_class": "1"})
+    ep.set_shadow(shadow_id)
+    from deployments.traffic import sample_rows
+
+    rows = sample_rows(20)
+    answers = [httpx.post(f"{st.endpoint_url}/v1/predict", json={"instances": [r]}).json() for r in rows]
+    assert {a["deployed_model_id"] for a in answers} == {stable_id}
+    epoch = datetime.fromtimestamp(0, timezone.utc)
+    mirrored = wait_until(lambda: (s := ep.stats(shadow_id, epoch)).requests == 20 and s, 30, message="20 mirrored")
+    assert set(mirrored.classes) == {"1"} and len(mirrored.scores) == 20
+    served = ep.stats(stable_id, epoch)
+    assert served.requests == 20 and len(served.scores) == 20
+    with pytest.raises(Exception, match="is the shadow"):
+        ep.set_traffic({stable_id: 50, shadow_id: 50})
+    ep.set_shadow(None)
+    ep.undeploy(shadow_id)
+
+
+def test_shadow_on_an_endpoint_that_cannot_mirror_is_refused(monkeypatch, prefect_api) -> None:
+    import flows.canary as canary
+    from blocks.vertex_endpoint import VertexAIEndpoint
+
+    from prefect_gcp import GcpCredentials
+
+    vertex = VertexAIEndpoint.model_construct(gcp_credentials=GcpCredentials.model_construct(), project="p",
+                                              endpoint="123")
+    assert not canary.supports_shadow(vertex)
+    monkeypatch.setattr(canary, "resolve_endpoint", lambda name: vertex)
+    with pytest.raises(canary.RolloutConfigError, match="strategy 'shadow' needs an endpoint that mirrors"):
+        canary.canary_rollout(collection="churn", version="v9", model_uri="gs://x", strategy="shadow",
+                              endpoint_block="vertex-ai-endpoint/prod")

@@ -224,22 +224,24 @@ def test_rows_and_to_dict_carry_the_evidence() -> None:
 
 
 def test_a_rollout_step_by_step() -> None:
-    """One canary through the seed's steps at 50 requests/s with 5-minute bakes, each look on the data
-    accumulated since the canary started, alpha spread over the 4 looks."""
-    scale = 1 / len(POLICY.effective_steps)
+    """One canary through the seed's steps at 50 requests/s with 5-minute bakes, as the flow judges it:
+    each look on every window since the canary started (stratified), alpha spent over the looks."""
+    from flows.canary_judge import Judge
+    from flows.canary_verdict import Look
+
     bake = 50 * 300
-    canary, stable = ArmStats(), ArmStats()
-    # tick 1 - 10%: 1,500 canary requests, 15 errors; 13,500 stable, 135 errors -> advance
-    canary, stable = canary + arm(1500, 15, samples=150), stable + arm(bake - 1500, 135, samples=1350)
-    assert assess_step(stable, canary, POLICY, alpha_scale=scale).decision is Decision.ADVANCE
-    # tick 2 - 30%: the canary starts failing at 2% (90 errors in 4,500); judged on everything since it
-    # started, 6,000 canary requests at 1.75% vs 24,000 stable at 1.0%, it is worse even at a quarter
-    # of alpha: roll back before it takes 50%
-    canary, stable = canary + arm(4500, 90, samples=450), stable + arm(bake - 4500, 105, samples=1050)
-    verdict = assess_step(stable, canary, POLICY, alpha_scale=scale)
+    judge = Judge(POLICY)
+    # look 1 - 10%: 1,500 canary requests, 15 errors; 13,500 stable, 135 errors -> advance
+    first = judge.judge(Look(10, arm(1500, 15, samples=150), arm(bake - 1500, 135, samples=1350)))
+    assert first.verdict.decision is Decision.ADVANCE
+    # look 2 - 30%: the canary starts failing at 2% (90 errors in 4,500); over both windows it is worse
+    # even at the second look's share of alpha: roll back before it takes 50%
+    second = judge.judge(Look(30, arm(4500, 90, samples=450), arm(bake - 4500, 105, samples=1050)))
+    verdict = second.verdict
     assert verdict.decision is Decision.ROLLBACK, "a canary that doubles the error rate must not reach 50%"
-    assert "canary error rate 1.75% vs stable 1.00%" in verdict.reasons[0]
-    assert "< alpha 0.0025 (of 0.01)" in verdict.reasons[0]
+    assert "canary error rate 1.75% vs stable 1.00%: stratified exact (2 windows)" in verdict.reasons[0]
+    assert f"< alpha {second.alphas.errors:.2g} (of 0.01)" in verdict.reasons[0]
+    assert second.spent.errors == pytest.approx(0.01 * 0.9 * 4 / 9)
 
 
 # --------------------------------------------------------------------------------------------------
