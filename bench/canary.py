@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,7 @@ def main() -> int:
                    help="rollouts per scenario on a real local endpoint (each takes minutes)")
     p.add_argument("--endpoint-rps", type=float, default=120.0,
                    help="real traffic on the endpoint; bakes are shortened so each holds --rps x 300 s of requests")
+    p.add_argument("--rollback-runs", type=int, default=20, help="timed rollbacks on a real LocalEndpoint (0: none)")
     args = p.parse_args()
     policy = CanaryPolicy()
     started = time.perf_counter()
@@ -254,6 +256,8 @@ def main() -> int:
               + "".join(f"{rate(r[s.name]['ours'], s.bad):>14.1%}" for s in table_sc))
     if args.endpoint_rollouts:
         endpoint_rollouts(policy, args)
+    if args.rollback_runs:
+        rollback_timing(args.rollback_runs)
     print(f"\nwall time {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -304,6 +308,59 @@ def endpoint_rollouts(policy: CanaryPolicy, args: argparse.Namespace) -> None:
                 k = sum(caught(r) if fault else r.outcome == "rolled-back" for r in outcomes)
                 print(f"  {name:<12} {'rolled back before 100%' if fault else 'rolled back'}: {k}/{len(outcomes)} "
                       + ", ".join(f"{r.outcome} at {r.percent}%" for r in outcomes))
+
+
+def rollback_timing(runs: int) -> None:
+    """Time from a ROLLBACK verdict to 100% on stable, on a real LocalEndpoint under traffic.
+
+    Measures `flows.canary.rollback` (what the flow calls on a ROLLBACK verdict): the split is moved
+    to {stable: 100} first, then the canary undeployed, then the split checked. The time to 100% on
+    stable is taken when the endpoint's own routing first answers from stable only (a probe thread
+    reads the live split), and the whole call is timed too.
+    """
+    import statistics
+    import tempfile
+
+    from blocks.local_endpoint import LocalEndpoint
+    from deployments.stack import Stack
+    from deployments.traffic import Traffic
+    from flows.canary import rollback
+    from training.tabular import fit, make_dataset, save_model, split
+
+    with tempfile.TemporaryDirectory(prefix="modelops-bench-canary-") as home, Stack(Path(home)) as stack:
+        stack.start_endpoint()
+        ep = LocalEndpoint(url=stack.endpoint_url)
+        train, _ = split(make_dataset(1000, seed=1), "churned")
+        model = str(save_model(fit(train, "churned", {}), Path(home) / "model"))
+        stable_id = ep.deploy(model, "churn:v1")
+        stable = next(m for m in ep.deployed() if m.id == stable_id)
+        to_stable, whole = [], []
+        with Traffic(stack.endpoint_url, rps=50):
+            for i in range(runs):
+                canary_id = ep.deploy(model, f"churn:bad-{i}", fault={"error_rate": 0.3})
+                ep.set_traffic({stable_id: 50, canary_id: 50})
+                seen: list[float] = []
+                probe = threading.Thread(target=_watch, args=(ep, stable_id, seen), daemon=True)
+                probe.start()
+                t0 = time.perf_counter()
+                rollback(ep, stable, canary_id, "bench")
+                whole.append(time.perf_counter() - t0)
+                probe.join(5)
+                to_stable.append((seen[0] if seen else time.perf_counter()) - t0)
+    print()
+    print(f"rollback on the LocalEndpoint under 50 requests/s, {runs} runs: verdict -> 100% on stable "
+          f"p50 {statistics.median(to_stable) * 1000:.0f} ms, max {max(to_stable) * 1000:.0f} ms; including the "
+          f"canary's undeploy p50 {statistics.median(whole) * 1000:.0f} ms, max {max(whole) * 1000:.0f} ms")
+    print(f"goal verdict -> 100% on stable <= 1 s: {'MET' if max(to_stable) <= 1.0 else 'NOT MET'} (max)")
+
+
+def _watch(ep, stable_id: str, seen: list[float], timeout: float = 5.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if ep.traffic() == {stable_id: 100}:
+            seen.append(time.perf_counter())
+            return
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,41 @@
-"""The canary's step verdict, as a pure function (no Prefect, no I/O).
+"""The canary's verdict on its looks, as pure functions (no Prefect, no I/O).
 
-    verdict = assess_step(stable_stats, canary_stats, CanaryPolicy(), alpha_scale=1 / 4)
+    verdict = assess_looks(looks, CanaryPolicy(), alphas)   # what flows.canary_judge.Judge calls
     verdict.decision            # Decision.ADVANCE | Decision.HOLD | Decision.ROLLBACK
     verdict.reasons, verdict.rows()
 
-One look compares what the canary served with what the stable version served over the same window
-(both arms receive live traffic at the same time, Kayenta's "baseline deployed at the same time"):
+A look compares what the canary served with what the stable version served over the same windows
+(both arms receive live traffic at the same time, Kayenta's "baseline deployed at the same time"),
+every window since the canary started, stratified by window (why: flows.canary_judge):
 
-* **requests** - both arms need ``min_requests`` before any verdict other than HOLD. Missing data is
-  never a pass. When the canary carries all traffic the caller passes ``stable=None`` and the canary is
-  judged alone on the absolute guards (the reasons say so). A stable ``ArmStats`` with 0 requests is
-  *not* read as "100%": it holds, since a comparison that silently lost its baseline must not pass.
-* **error rate vs stable** - exact one-sided test that the canary's error proportion is greater than
-  stable's: ``scipy.stats.fisher_exact([[c_err, c_ok], [s_err, s_ok]], alternative="greater")``, or
-  Barnard's exact test (more powerful, much slower) when both arms together have fewer than
-  ``BARNARD_MAX_TOTAL`` requests. Failing when p < ``error_alpha * alpha_scale`` and the increase is at
-  least ``min_error_increase`` (absolute).
-* **error rate ceiling** - canary over ``max_error_rate`` while stable is within it fails even before the
-  test is significant (a guard). When *both* versions are over the ceiling and the canary is not
-  significantly worse, it is an upstream problem, not the canary: HOLD, not ROLLBACK.
-* **latency vs stable** - when both arms have at least ``min(min_requests, 20)`` latency samples:
-  ``scipy.stats.mannwhitneyu(canary, stable, alternative="greater")``; failing when p <
-  ``latency_alpha * alpha_scale`` AND the canary's median is at least ``1 + min_latency_increase`` times
-  stable's (a significant but smaller slowdown is not a failure: on huge samples everything is
-  significant). Without enough samples latency is "not judged" (said in the reasons), not a hold.
-* **p95 latency ceiling** (only when ``max_p95_latency_ms`` is set) - canary p95 over it while stable's
-  is within fails; both over is the same upstream logic as errors (HOLD). Too few canary samples to
-  judge a configured ceiling holds.
+* **requests** - both arms need ``min_requests`` (over all windows) before any verdict other than
+  HOLD. Missing data is never a pass. When the canary carries all traffic (``stable=None`` in the
+  latest look) it is judged alone on the absolute guards (the reasons say so). A stable arm with 0
+  requests is *not* read as "100%": it holds, since a comparison that lost its baseline must not pass.
+* **error rate vs stable** - exact one-sided test that the canary errs more: Fisher's exact test for
+  one window (Barnard's, more powerful, under ``BARNARD_MAX_TOTAL`` requests), the exact stratified
+  (Cochran-Mantel-Haenszel) test over several (`stratified_error_p`). Fails when p < the look's alpha
+  and the increase is at least ``min_error_increase`` (absolute).
+* **error rate ceiling** - the latest window's canary error rate over ``max_error_rate`` while stable is
+  within it fails even before the test is significant (a guard). When *both* versions are over the
+  ceiling and the canary is not significantly worse, it is an upstream problem: HOLD, not ROLLBACK.
+* **latency vs stable** - once both arms have ``min(min_requests, 20)`` samples: one-sided Mann-Whitney U
+  (one window) or van Elteren's stratified Wilcoxon (`van_elteren_p`); fails when p < alpha AND the
+  canary's median is at least ``1 + min_latency_increase`` times stable's (on huge samples everything
+  is significant). Without enough samples latency is "not judged" (said in the reasons), not a hold.
+* **p95 latency ceiling** (only when ``max_p95_latency_ms`` is set) - as the error ceiling.
+* **predictions vs stable** - a model can fail answering 200: once both arms report ``MIN_PREDICTION_SAMPLES``
+  predictions, the scores by two-sample KS per window (Fisher-combined, `score_shift_p`) and the
+  predicted classes by chi-square (summed over windows, `class_shift_p`), each at half of the
+  predictions alpha; fails when significant AND the shift's lower confidence bound (KS distance less
+  its sampling margin; the largest class-share difference less its interval) is at least
+  ``min_prediction_shift``. An endpoint that reports no predictions (Vertex AI's metrics) gets "not
+  judged" in the reasons.
 
 Any failing check -> ROLLBACK; else any hold -> HOLD; else ADVANCE. Reasons name values and limits,
-failures first.
-
-**Repeated looks.** A rollout looks once per step (more when it holds), and each look is a chance of a
-false rollback. ``alpha_scale`` divides both alphas (Bonferroni): when the flow passes
-``1 / number_of_looks`` the union bound keeps the whole rollout's false-rollback rate <= alpha, even
-though the looks are on cumulative, correlated data (which makes the bound conservative). The canary
-flow passes ``1 / len(policy.effective_steps)``; a HOLD for too few requests runs no test and spends no
-alpha. ``seed_rule`` is the seed's rule (canary error rate > 5% -> ROLLBACK), kept for the benchmark.
+failures first. `assess_step` judges one window on its own (``alpha_scale`` multiplies the alphas);
+the rollout's sequential control is `flows.canary_judge`. ``seed_rule`` is the seed's rule (canary
+error rate > 5% -> ROLLBACK), kept for the benchmark.
 """
 
 from __future__ import annotations
@@ -50,7 +49,8 @@ from typing import Any, Literal, get_args
 
 from blocks.endpoint import ArmStats
 
-__all__ = ["BARNARD_MAX_TOTAL", "CanaryPolicy", "Check", "Decision", "StepVerdict", "assess_step",
+__all__ = ["BARNARD_MAX_TOTAL", "Alphas", "CanaryPolicy", "Check", "Decision", "Look", "StepVerdict",
+           "assess_looks", "assess_step", "class_shift_p", "score_shift_p", "stratified_error_p", "van_elteren_p",
            "parse_duration", "seed_rule", "summarise"]
 
 Strategy = Literal["canary", "shadow", "blue-green", "immediate"]
@@ -160,12 +160,13 @@ def _boolean(value: Any, what: str) -> bool:
 class CanaryPolicy:
     """How a new model version takes traffic, and when it is rolled back (validated on creation).
 
-    Defaults: the seed's steps 10 -> 30 -> 50 -> 100 with 5-minute bakes. error_alpha and latency_alpha
-    0.01 each, divided over the 4 looks by the flow (alpha_scale 1/4), bound a good canary's chance of a
-    false rollback at 1.5% whatever the traffic. With about 18 requests/s of total traffic or more
-    (about 5,000 canary requests by the end of the 50% bake) they catch a canary that doubles a 1%
-    error rate (1% -> 2%) before it takes 100% in >= 95% of rollouts; see ``bench/canary.py``.
-    min_requests 100 only keeps the absolute guards off tiny samples; it never binds at that traffic.
+    Defaults: the seed's steps 10 -> 30 -> 50 -> 100 with 5-minute bakes. Each alpha is a budget for the
+    whole rollout (spent over the looks, flows.canary_judge): error_alpha 0.01, latency_alpha 0.005,
+    prediction_alpha 0.005, so a canary equal to stable is rolled back in at most 2% of rollouts
+    whatever the traffic. With 18 requests/s of total traffic (5,400 requests per bake) the default
+    policy catches 1% -> 2% errors, +30% latency, a constant-class model and scores shifted by +1 in
+    log-odds before the canary takes 100% in >= 95% of rollouts (``bench/canary.py``, README table).
+    min_requests 100 only keeps the guards off tiny samples; it never binds at that traffic.
     """
 
     strategy: Strategy = "canary"

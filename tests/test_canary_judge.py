@@ -230,7 +230,7 @@ def test_approvals_and_pauses_go_through_ask() -> None:
 
 def test_the_bench_walks_the_flows_path_and_prints_its_goals() -> None:
     out = subprocess.run([sys.executable, "bench/canary.py", "--rollouts", "12", "--table-rollouts", "4",
-                          "--table-rps", "18"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          "--table-rps", "18", "--rollback-runs", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     for needle in ("equal", "similar", "errors 2%", "latency +30%", "constant", "logit +1", "goals at 18 requests/s"):
         assert needle in out.stdout

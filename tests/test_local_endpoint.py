@@ -204,3 +204,35 @@ def test_check_split() -> None:
                         ({"a": True}, "integer percent")):
         with pytest.raises(EndpointError, match=needle):
             check_split(bad)
+
+
+def test_prediction_faults_answer_200_with_wrong_predictions_and_stats_carry_them(stack: Stack,
+                                                                                   models: dict[str, str]) -> None:
+    ep = LocalEndpoint(url=stack.endpoint_url)
+    good = ep.deploy(models["v1"], "churn:v1")
+    rows = sample_rows(40)
+    since = datetime.now(timezone.utc)
+    honest = httpx.post(f"{stack.endpoint_url}/v1/predict", json={"instances": rows}).json()
+    const = ep.deploy(models["v1"], "churn:const", fault={"predict_class": "1"})
+    shifted = ep.deploy(models["v1"], "churn:shifted", fault={"logit_shift": 2.0})
+    answers = {}
+    for deployed_id in (const, shifted):
+        ep.set_traffic({deployed_id: 100})
+        r = httpx.post(f"{stack.endpoint_url}/v1/predict", json={"instances": rows})
+        assert r.status_code == 200
+        answers[deployed_id] = r.json()
+    assert set(answers[const]["predictions"]) == {1} and set(answers[const]["probabilities"]) == {1.0}
+    assert all(b >= a for a, b in zip(honest["probabilities"], answers[shifted]["probabilities"]))
+    assert sum(answers[shifted]["predictions"]) > sum(honest["predictions"])
+    s = ep.stats(good, since)
+    assert s.requests == 1 and len(s.scores) == 40 and s.classes == tuple(str(c) for c in honest["predictions"])
+    ep.set_traffic({good: 100})
+
+
+@pytest.mark.parametrize(("fault", "needle"), [({"predict_class": True}, "predict_class must be a class label"),
+                                               ({"logit_shift": "up"}, "logit_shift must be a finite number"),
+                                               ({"flip": 1}, "fault must be an object with")])
+def test_bad_prediction_faults_are_refused(stack: Stack, models: dict[str, str], fault: dict, needle: str) -> None:
+    r = httpx.post(f"{stack.endpoint_url}/v1/deployed-models",
+                   json={"model_uri": models["v1"], "display_name": "x", "fault": fault})
+    assert r.status_code == 422 and needle in r.json()["error"]
