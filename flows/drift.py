@@ -594,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wandb-block", default=None, help="a saved WandbCredentials block")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    p.add_argument("--coerce-numeric", action="store_true",
+                   help="read non-numeric cells of numeric columns as missing instead of refusing the table")
     args = p.parse_args(argv)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     try:
@@ -619,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             result = drift_check(reference=args.reference, current=args.current, alpha=args.alpha,
                                  correction=args.correction, min_statistic=args.min_statistic,
                                  drift_share=args.drift_share, columns=columns, wandb_block=args.wandb_block,
-                                 log_wandb=not args.no_wandb)
+                                 log_wandb=not args.no_wandb, coerce_numeric=args.coerce_numeric)
     except (FileNotFoundError, ValueError, ImportError, PermissionError, IsADirectoryError,
             WandbConfigError) as exc:
         sys.stderr.write(captured.getvalue())

@@ -55,6 +55,32 @@ def load_dataset(ref: str, columns: list[str] | None, wandb_block: str | None) -
     return df
 
 
+@task(name="check-data-contract", cache_policy=NO_CACHE)
+def check_data_contract(ref_df: Any, cur_df: Any, reference: str, current: str, coerce_numeric: bool) -> Any:
+    """Both tables held to the data contract before any statistic: no rows, repeated names, numbers
+    that are not numbers and infinities are refused (DataContractError, naming column and cells); ids
+    and free text are left out of the test and reported. Published as the table artifact
+    `drift-data-contract`. Returns the tables as the contract keeps them."""
+    from flows.data_contract import ContractOptions, check_table
+
+    options = ContractOptions(coerce_numeric=coerce_numeric, drop_high_cardinality=True)
+    ref_clean, ref_report = check_table(ref_df, options=options, what=f"reference {reference}")
+    cur_clean, cur_report = check_table(cur_df, options=options, what=f"current {current}")
+    rows = [{"table": name, **r} for name, rep_ in (("reference", ref_report), ("current", cur_report))
+            for r in rep_.rows_table()]
+    refused = [*ref_report.errors, *cur_report.errors]
+    create_table_artifact(key="drift-data-contract", table=rows,
+                          description=("REFUSED: " + "; ".join(refused)) if refused else
+                          "Data contract of both tables: passed" + "".join(
+                              f"; {w}" for w in [*ref_report.warnings, *cur_report.warnings]))
+    logger = get_run_logger()
+    for warning in [*ref_report.warnings, *cur_report.warnings]:
+        logger.warning("data contract: %s", warning)
+    ref_report.raise_for_errors()
+    cur_report.raise_for_errors()
+    return ref_clean, cur_clean
+
+
 def _is_wandb_ref(ref: str) -> bool:
     from flows.drift_data import classify_ref
 
@@ -161,6 +187,7 @@ def drift_check(
     wandb_block: str | None = None,
     log_wandb: bool = True,
     event_id: str | None = None,
+    coerce_numeric: bool = False,
 ) -> dict[str, Any]:
     """Compare `current` with `reference` feature by feature and report drift."""
     logger = get_run_logger()
@@ -170,6 +197,7 @@ def drift_check(
 
     ref_df = load_dataset(reference, columns, wandb_block)
     cur_df = load_dataset(current, columns, wandb_block)
+    ref_df, cur_df = check_data_contract(ref_df, cur_df, reference, current, coerce_numeric)
     report = ks_drift(ref_df, cur_df, columns=columns, **ks_drift_args)
     logger.info("drift %s: %s", "DETECTED" if report.drift_detected else "not detected",
                 ", ".join(f.name for f in report.drifted) or "no feature drifted")

@@ -259,6 +259,15 @@ def _read(
                 compression = "gzip" if fmt == "csv.gz" else None
                 if wanted is None:
                     frame = pd.read_csv(fh, compression=compression)
+                    if any("." in str(c) for c in frame.columns):  # pandas renames a repeated name "a" to "a.1"
+                        with opener() as again:
+                            raw = pd.read_csv(again, compression=compression, header=None, nrows=1, dtype=str)
+                        names = [str(x) for x in raw.iloc[0].tolist()] if len(raw) else []
+                        dupes = sorted({n for n in names if names.count(n) > 1})
+                        if dupes:
+                            raise _ColumnError(f"{display!r} has duplicated column name(s) "
+                                               f"{', '.join(map(repr, dupes))} in its header: rename them so each "
+                                               f"column has one name")
                 else:
                     wanted_set = set(wanted)
 

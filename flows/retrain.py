@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.states import Completed
 
 from blocks.training import TrainingResult
 from blocks.wandb import WandbConfigError, retry_if_unavailable
@@ -103,25 +104,68 @@ def fetch_model_file(registry: Any, version: Any) -> str:
     return registry.download(version)
 
 
+def _wandb_for(dataset: str, wandb_block: str | None) -> Any:
+    from flows.drift_data import classify_ref
+
+    if classify_ref(dataset) != "wandb":
+        return None
+    from blocks.wandb import WandbCredentials
+
+    return WandbCredentials.load(wandb_block) if wandb_block else WandbCredentials.from_env()
+
+
+def load_checked(dataset: str, target: str, options: dict[str, Any] | None, wandb_block: str | None,
+                 schema: dict[str, str] | None = None, against: str = "the reference") -> tuple[Any, Any]:
+    """The dataset as the data contract keeps it, and the contract's report."""
+    from flows.data_contract import ContractOptions, check_table
+    from flows.drift_data import load_table
+
+    return check_table(load_table(dataset, wandb=_wandb_for(dataset, wandb_block)), target=target, schema=schema,
+                       against=against, options=ContractOptions.from_mapping(options), what=f"dataset {dataset}")
+
+
+@task(name="check-data-contract", cache_policy=NO_CACHE)
+def check_data_contract(model: str, dataset: str, target: str, options: dict[str, Any] | None,
+                        wandb_block: str | None, production: Any, production_file: str | None) -> Any:
+    """The contract on the dataset, against the production model's schema when there is one (so a
+    dataset production cannot be scored on is refused before training, saying so); published as the
+    table artifact `data-contract-<model>`."""
+    from flows.data_contract import schema_of
+    from training.tabular import ModelFileError, load_model
+
+    logger = get_run_logger()
+    schema, against = None, "the reference"
+    if production is not None and production_file:
+        try:
+            schema = schema_of(load_model(production_file))
+            against = f"production model {model}:{production.version}"
+        except (ModelFileError, OSError) as exc:
+            logger.warning("production model not loadable here (%s): its schema is not checked", exc)
+    _, report = load_checked(dataset, target, options, wandb_block, schema, against)
+    for warning in report.warnings:
+        logger.warning("data contract: %s", warning)
+    create_table_artifact(key=f"data-contract-{_key(model)}", table=report.rows_table(),
+                          description=f"Data contract of {dataset} for {model}: "
+                                      f"{'REFUSED' if not report.ok else 'passed'}. {report.summary()}")
+    logger.info("data contract: %s", report.summary())
+    return report
+
+
 @task(name="evaluate-models", cache_policy=NO_CACHE)
 def evaluate_models(result: TrainingResult, production: Any, dataset: str, target: str,
                     holdout_fraction: float, seed: int, wandb_block: str | None,
-                    production_file: str | None = None) -> dict[str, Any]:
+                    production_file: str | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score the candidate and the production model on the same held-out rows of `dataset`.
 
     Models that cannot be loaded here (e.g. a Vertex AI model in Cloud Storage without the gcs extra)
     are judged by the metrics recorded with them, and the verdict says so.
     """
-    from flows.drift_data import classify_ref, load_table
     from training.tabular import ModelFileError, load_model, score, split
 
     logger = get_run_logger()
-    wandb = None
-    if classify_ref(dataset) == "wandb":
-        from blocks.wandb import WandbCredentials
-
-        wandb = WandbCredentials.load(wandb_block) if wandb_block else WandbCredentials.from_env()
-    _, holdout = split(load_table(dataset, wandb=wandb), target, holdout_fraction, seed)
+    table, report = load_checked(dataset, target, options, wandb_block)
+    report.raise_for_errors()
+    _, holdout = split(table, target, holdout_fraction, seed)
     out: dict[str, Any] = {"holdout_rows": len(holdout), "basis": {}}
 
     def judge(label: str, uri: str, recorded: dict[str, float]) -> dict[str, float]:
@@ -228,24 +272,58 @@ def retrain(
     registry_block: str | None = None,
     wandb_block: str | None = None,
     event_id: str | None = None,
-) -> dict[str, Any]:
-    """Train `model` on `dataset`, gate it against production, register it as `candidate` if it passes."""
+    data_options: dict[str, Any] | None = None,
+    compare_production: bool = True,
+) -> Any:
+    """Train `model` on `dataset`, gate it against production, register it as `candidate` if it passes.
+
+    The dataset is held to the data contract first (`flows.data_contract`; `data_options`:
+    coerce_numeric, drop_high_cardinality, max_categories), against the production model's schema.
+    `compare_production=False` gates on the floors alone (a model meant to replace production with
+    different features). A refusal - by the contract or by the gate - ends in a Completed state named
+    `Refused` and the event `modelops.model.rejected` with the reasons (`stage`: data-contract | gate);
+    a crash stays a Crashed/Failed run."""
     logger = get_run_logger()
     logger.info("retrain of %s on %s (reason: %s)", model, dataset, reason)
     if not dataset:
         raise ValueError("no dataset to train on: pass `dataset` (set the deployment's default for metric alerts)")
     policy = GatePolicy(**({"floors": floors} if floors is not None else {}), max_regression=max_regression)
-    hp = {**(hyperparameters or {}), "holdout_fraction": holdout_fraction, "seed": seed}
+    from flows.data_contract import OPTION_KEYS, ContractOptions
+
+    options = dict(data_options or {})
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"data_options: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_KEYS)}")
+    ContractOptions.from_mapping(options)  # bad values fail here, naming the option
+    hp = {**(hyperparameters or {}), **options, "holdout_fraction": holdout_fraction, "seed": seed}
 
     trainer = resolve_trainer(trainer_block)
     registry = resolve_registry(registry_block)
     production = registry.find(model, "production")
     logger.info("production model: %s", f"{model}:{production.version}" if production else "none yet")
+    if production is not None and not compare_production:
+        logger.warning("compare_production is off: %s:%s is not scored; the gate checks the floors only", model,
+                       production.version)
+        production = None
+    production_file = fetch_model_file(registry, production) if production is not None else None
+
+    contract = check_data_contract(model, dataset, target, options, wandb_block, production, production_file)
+    if not contract.ok:
+        reasons = list(contract.errors)
+        summary = {"model": model, "dataset": dataset, "reason": reason, "passed": False, "refused": "data-contract",
+                   "data_contract": reasons, "registered": None,
+                   "production_version": production.version if production else None}
+        if any("production model" in r for r in reasons):
+            summary["hint"] = ("production cannot be scored on this dataset: restore its columns, or retrain with "
+                               "compare_production=False (--no-compare-production) to gate on the floors alone")
+        logger.error("refused by the data contract: %s", contract.summary())
+        emit_event(event="modelops.model.rejected", resource=model_resource(registry, model),
+                   related=_related(dataset), payload={**summary, "stage": "data-contract", "reasons": reasons})
+        return Completed(name="Refused", message=f"data contract: {contract.summary()}", data=summary)
 
     result = train_model(trainer, dataset, hp, target)
-    production_file = fetch_model_file(registry, production) if production is not None else None
     evaluation = evaluate_models(result, production, dataset, target, holdout_fraction, seed, wandb_block,
-                                 production_file)
+                                 production_file, options)
     verdict = evaluate_gate(evaluation["candidate"], evaluation["production"], policy)
     logger.info("gate %s", verdict.reason)
     publish_verdict(model, verdict, evaluation, production)
@@ -258,8 +336,10 @@ def retrain(
     if not verdict.passed:
         emit_event(event="modelops.model.rejected", resource={**model_resource(registry, model),
                                                               "modelops.training.job": result.job},
-                   related=_related(dataset), payload={**summary, "checks": verdict.rows()})
-        return {**summary, "registered": None}
+                   related=_related(dataset), payload={**summary, "checks": verdict.rows(), "stage": "gate",
+                                                       "reasons": [verdict.reason]})
+        return Completed(name="Refused", message=f"gate: {verdict.reason}",
+                         data={**summary, "refused": "gate", "registered": None})
 
     metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
                 "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
@@ -304,12 +384,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-regression", type=float, default=0.01)
     p.add_argument("--trainer-block", help="saved trainer block (type-slug/name or name)")
     p.add_argument("--registry-block", help="saved registry block (type-slug/name or name)")
+    p.add_argument("--coerce-numeric", action="store_true",
+                   help="read non-numeric cells of numeric columns as missing (counted) instead of refusing the data")
+    p.add_argument("--drop-high-cardinality", action="store_true",
+                   help="drop id / free-text columns (reported) instead of refusing the data")
+    p.add_argument("--no-compare-production", action="store_true",
+                   help="gate on the floors alone, without scoring the production model (e.g. its features are gone)")
     args = p.parse_args(argv)
     try:
         params = json.loads(args.params)
-        if not isinstance(params, dict):
-            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        print(f"error: --params is not valid JSON ({exc}); pass an object such as "
+              f"'{{\"model\": \"random_forest\"}}'", file=sys.stderr)
+        return 2
+    if not isinstance(params, dict):
+        print(f"error: --params must be a JSON object of hyperparameters, got {type(params).__name__}: {args.params}",
+              file=sys.stderr)
+        return 2
+    options = {k: True for k, on in (("coerce_numeric", args.coerce_numeric),
+                                     ("drop_high_cardinality", args.drop_high_cardinality)) if on}
+    try:
         GatePolicy(**({"floors": dict(args.floor)} if args.floor else {}), max_regression=args.max_regression)
+        from training.tabular import _estimator
+
+        _estimator({k: v for k, v in params.items() if k not in ("holdout_fraction", "seed")})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -320,15 +418,33 @@ def main(argv: list[str] | None = None) -> int:
         result = retrain(dataset=args.dataset, reason=args.reason, model=args.model, target=args.target,
                          hyperparameters=params, floors=dict(args.floor) if args.floor else None,
                          max_regression=args.max_regression, trainer_block=args.trainer_block,
-                         registry_block=args.registry_block)
-    except (FileNotFoundError, WandbConfigError) as exc:  # bad input or settings: the message names them
-        print(f"retrain failed: {exc}", file=sys.stderr)
+                         registry_block=args.registry_block, data_options=options or None,
+                         compare_production=not args.no_compare_production)
+    except (FileNotFoundError, WandbConfigError, ValueError) as exc:  # bad input or settings: the message names them
+        print(f"retrain failed: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # the CLI reports, the flow run keeps the traceback
-        print(f"retrain failed: {exc}", file=sys.stderr)
+        from blocks.training import TrainingError
+
+        if isinstance(exc, TrainingError) and "exit code 2" in str(exc):  # the trainer refused its input
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            print(f"retrain failed: {lines[-1].strip() if lines else exc}", file=sys.stderr)
+            return 2
+        print(f"retrain failed: {_one_line(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
+    if result.get("refused") == "data-contract":
+        print(f"retrain refused: the data contract: {'; '.join(result['data_contract'])}"
+              + (f" ({result['hint']})" if result.get("hint") else ""), file=sys.stderr)
+        return 2
+    if result.get("refused") == "gate":
+        print(f"retrain refused by the gate: {result['gate']}", file=sys.stderr)
+        return 3
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -272,14 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     from flows._cli import prepare_prefect_env
 
     prepare_prefect_env()
+    from blocks.github import GitHubConfigError
+
     try:
         result = review_issue(
             entity=args.entity, project=args.project, collection=args.collection, version=args.version,
             alias=args.alias, author=args.author, version_string=args.version_string,
             github_block=args.github_block, template=args.template,
         )
+    except (FileNotFoundError, ValueError, GitHubConfigError) as exc:  # a template, block, repo or token to fix
+        print(f"review-issue failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the CLI reports, the flow run keeps the traceback
-        print(f"review-issue failed: {exc}", file=sys.stderr)
+        print(f"review-issue failed: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     return 0

@@ -54,7 +54,7 @@ def test_hyperparameters_choose_the_model(churn_file: Path, tmp_path: Path) -> N
     ("dataset", "target", "params", "needle"),
     [
         ("missing.parquet", "churned", {}, "table file not found"),
-        (None, "no_such_column", {}, "target column 'no_such_column' is not in the dataset"),
+        (None, "no_such_column", {}, "target column 'no_such_column' is not in dataset"),
         (None, "churned", {"model": "svm"}, "model='svm' is not one of"),
         (None, "churned", {"model": "random_forest", "n_trees": 3}, "bad hyperparameters for random_forest"),
     ],

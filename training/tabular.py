@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -37,7 +38,9 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "random_forest": ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 100, "n_jobs": 1}),
     "gradient_boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {}),
 }
-CONTROL_KEYS = ("model", "holdout_fraction", "seed")
+#: hyperparameters that are not the estimator's: the model's name, the split, the data contract's options
+CONTROL_KEYS = ("model", "holdout_fraction", "seed", "coerce_numeric", "drop_high_cardinality", "max_categories",
+                "min_rows_per_class")
 
 
 class ModelFileError(ValueError):
@@ -85,6 +88,10 @@ def split(df: pd.DataFrame, target: str, holdout_fraction: float = 0.2, seed: in
     if len(counts) < 2:
         raise ValueError(f"target column {target!r} needs at least two classes, found {list(counts.index)}")
     stratify = df[target] if counts.min() >= 2 else None
+    n_test = math.ceil(holdout_fraction * len(df))
+    if stratify is not None and (n_test < len(counts) or len(df) - n_test < len(counts)):
+        raise ValueError(f"{len(df)} labelled rows are too few to hold out {holdout_fraction:.0%} with each of the "
+                         f"{len(counts)} classes on both sides: add rows (or change holdout_fraction)")
     train, holdout = train_test_split(df, test_size=holdout_fraction, random_state=seed, stratify=stratify)
     return train, holdout
 
@@ -116,7 +123,8 @@ def _preprocessor(features: pd.DataFrame) -> Any:
     return ColumnTransformer([
         ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
         ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                          ("onehot", OneHotEncoder(handle_unknown="ignore"))]), categorical),
+                          # dense: the data contract bounds the categories, and every estimator takes it
+                          ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), categorical),
     ])
 
 
@@ -126,10 +134,13 @@ def fit(train: pd.DataFrame, target: str, params: dict[str, Any]) -> dict[str, A
     from sklearn.pipeline import Pipeline
 
     features = train.drop(columns=[target])
-    pipeline = Pipeline([("prep", _preprocessor(features)), ("model", _estimator(params))])
+    prep = _preprocessor(features)
+    pipeline = Pipeline([("prep", prep), ("model", _estimator(params))])
     pipeline.fit(features, train[target])
+    numeric = set(prep.transformers[0][2])
+    schema = {str(c): "numeric" if c in numeric else "categorical" for c in features.columns}
     return {"format": FORMAT, "pipeline": pipeline, "features": list(map(str, features.columns)), "target": target,
-            "params": dict(params), "sklearn_version": sklearn.__version__}
+            "params": dict(params), "sklearn_version": sklearn.__version__, "schema": schema}
 
 
 def score(bundle: dict[str, Any], df: pd.DataFrame) -> dict[str, float]:
@@ -219,12 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --params is not a JSON object of hyperparameters: {exc}", file=sys.stderr)
         return 2
+    from flows.data_contract import ContractOptions, check_table
     from flows.drift_data import load_table
 
     started = time.perf_counter()
     try:
+        options = ContractOptions.from_mapping(params)
+    except ValueError as exc:
+        print(f"error: --params: {exc}", file=sys.stderr)
+        return 2
+    try:
         _say(f"loading {args.dataset}")
-        df = load_table(args.dataset)
+        df, report = check_table(load_table(args.dataset), target=args.target, options=options,
+                                 what=f"dataset {args.dataset}")
+        for warning in report.warnings:
+            _say(f"data contract: {warning}")
+        if not report.ok:
+            print(f"error: data contract: {report.summary()}", file=sys.stderr)
+            return 2
         holdout_fraction = float(params.get("holdout_fraction", 0.2))
         seed = int(params.get("seed", 0))
         train, holdout = split(df, args.target, holdout_fraction, seed)
