@@ -183,3 +183,26 @@ def test_trigger_fires_on_new_dataset_version_with_the_right_refs() -> None:
     params = render_trigger_parameters(trigger_spec["parameters"], new_data)
     assert params["current"] == "acme/churn/churn-data:v5"
     assert params["reference"] == "acme/churn/churn-data:reference"
+
+
+def test_the_data_contract_refuses_garbage_before_any_statistic(prefect_api: str, tmp_path: Path) -> None:
+    ref, cur = write_pair(tmp_path, shift=0.0)
+    dirty = pd.read_parquet(cur)
+    dirty["age"] = dirty["age"].astype(object)
+    dirty.loc[[4, 9, 19], "age"] = ["#REF!", "oops", "??"]
+    dirty["session_id"] = [f"s-{i}" for i in range(len(dirty))]  # an id: left out and reported, not tested
+    path = tmp_path / "dirty.csv"
+    dirty.to_csv(path, index=False)
+    refused = _cli("--reference", ref, "--current", str(path), "--no-wandb", "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "numeric column 'age': 3 cell(s) are not numbers (row 5: '#REF!', row 10: 'oops', row 20: '??')" in last
+    coerced = _cli("--reference", ref, "--current", str(path), "--no-wandb", "--json", "--coerce-numeric")
+    assert coerced.returncode == 0, coerced.stderr[-2000:]
+    doc = json.loads(coerced.stdout)
+    assert "session_id" not in {f["name"] for f in doc["features"] if f.get("test")}
+    artifact = httpx.post(f"{prefect_api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["drift-data-contract"]}},
+                                                                  "sort": "CREATED_DESC"}).json()
+    rows = artifact[0]["data"] if isinstance(artifact[0]["data"], list) else json.loads(artifact[0]["data"])
+    assert {"table": "current", "column": "session_id"}.items() <= next(
+        r for r in rows if r["column"] == "session_id" and r["table"] == "current").items()

@@ -114,8 +114,98 @@ def test_cli_runs_the_flow(home: Path, datasets: dict[str, str], capsys) -> None
     model = f"churn-{uuid.uuid4().hex[:6]}"
     assert retrain_cli(["--dataset", datasets["old"], "--model", model, "--floor", "accuracy=0.8"]) == 0
     assert '"registered": "v0"' in capsys.readouterr().out
-    assert retrain_cli(["--dataset", str(home / "missing.parquet"), "--model", model]) == 1
+    assert retrain_cli(["--dataset", str(home / "missing.parquet"), "--model", model]) == 2
     assert "table file not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the data contract, exit codes
+
+
+def _run_state(api: str, model: str) -> dict[str, Any]:
+    (run,) = [r for r in flow_runs(api, flow_name="retrain") if r["name"] == f"retrain-{model}-manual"][-1:]
+    return run["state"]
+
+
+def test_a_gate_refusal_exits_3_and_ends_refused(home: Path, tmp_path: Path, prefect_api: str, capsys) -> None:
+    import numpy as np
+
+    noise = make_dataset(1500, seed=5)
+    noise["churned"] = np.random.default_rng(0).integers(0, 2, len(noise))  # labels that are noise
+    path = tmp_path / "noise.parquet"
+    noise.to_parquet(path)
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    assert retrain_cli(["--dataset", str(path), "--model", model, "--floor", "accuracy=0.999"]) == 3
+    err = capsys.readouterr().err
+    assert "retrain refused by the gate" in err and "accuracy" in err and len(err.strip().splitlines()) == 1
+    state = _run_state(prefect_api, model)
+    assert state["type"] == "COMPLETED" and state["name"] == "Refused", state
+    (event,) = wait_until(lambda: model_events(prefect_api, "modelops.model.rejected", model), 30,
+                          message="modelops.model.rejected")
+    assert event["payload"]["stage"] == "gate" and event["payload"]["reasons"]
+
+
+def test_text_in_a_numeric_column_is_refused_before_training(home: Path, tmp_path: Path, prefect_api: str,
+                                                             capsys) -> None:
+    df = make_dataset(5000, seed=4)
+    df["monthly_charges"] = df["monthly_charges"].astype(object)
+    for i, r in enumerate(range(10, 760, 10)):  # 75 cells
+        df.loc[r, "monthly_charges"] = ["oops", "#REF!", "??"][i % 3]
+    path = tmp_path / "dirty.csv"
+    df.to_csv(path, index=False)
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    for extra in ([], ["--params", '{"model": "gradient_boosting"}']):
+        assert retrain_cli(["--dataset", str(path), "--model", model, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "numeric column 'monthly_charges': 75 cell(s) are not numbers (row 11: 'oops'" in err, err
+        assert "Sparse data" not in err and "Traceback" not in err
+    assert not (home / "training").exists(), "nothing was trained"
+    assert LocalRegistry().versions(model) == []
+    state = _run_state(prefect_api, model)
+    assert state["name"] == "Refused" and "data contract" in state["message"]
+    artifact = httpx.post(f"{prefect_api}/artifacts/filter",
+                          json={"artifacts": {"key": {"any_": [f"data-contract-{model}"]}}}).json()
+    assert artifact and "REFUSED" in artifact[0]["description"]
+    rows = artifact[0]["data"] if isinstance(artifact[0]["data"], list) else __import__("json").loads(artifact[0]["data"])
+    bad = next(r for r in rows if r["column"] == "monthly_charges")
+    assert bad["action"] == "refused" and "75 cell(s)" in bad["problems"]
+    events = wait_until(lambda: model_events(prefect_api, "modelops.model.rejected", model), 30,
+                        message="modelops.model.rejected")
+    assert {e["payload"]["stage"] for e in events} == {"data-contract"}
+    # the explicit option trains on it, the cells read as missing
+    assert retrain_cli(["--dataset", str(path), "--model", model, "--coerce-numeric"]) == 0
+
+
+def test_a_dataset_production_cannot_be_scored_on_says_so(home: Path, datasets: dict[str, str], tmp_path: Path,
+                                                          capsys) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    first = retrain(dataset=datasets["old"], model=model)
+    LocalRegistry().set_alias(model, first["registered"], "production")
+    path = tmp_path / "no-age.parquet"
+    make_dataset(2500, seed=2).drop(columns=["age"]).to_parquet(path)
+    assert retrain_cli(["--dataset", str(path), "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert f"lacks column(s) 'age' (numeric) that production model {model}:v0 has" in err
+    assert "--no-compare-production" in err
+    assert retrain_cli(["--dataset", str(path), "--model", model, "--no-compare-production",
+                        "--floor", "accuracy=0.8"]) == 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--params", "{model: 1}"], "--params is not valid JSON"),
+    (["--params", "[1]"], "--params must be a JSON object"),
+    (["--params", '{"model": "svm"}'], "model='svm' is not one of"),
+])
+def test_bad_options_exit_2_naming_the_option(home: Path, datasets: dict[str, str], capsys, args, needle) -> None:
+    assert retrain_cli(["--dataset", datasets["old"], *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_header_only_csv_is_a_table_without_rows(home: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("tenure_months,plan,churned\n")
+    assert retrain_cli(["--dataset", str(path), "--model", "m"]) == 2
+    assert "has no rows (only a header with 3 column(s))" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ through the trigger

@@ -154,14 +154,17 @@ def test_cli_runs_the_flow_ad_hoc(github: FakeGitHub) -> None:
     assert TOKEN not in proc.stdout + proc.stderr
 
 
-def test_cli_reports_bad_token_and_exits_nonzero(github: FakeGitHub) -> None:
+def test_cli_reports_bad_token_and_exits_2(github: FakeGitHub) -> None:
+    """A token GitHub refuses is bad configuration: exit 2, one line naming what to fix."""
     env = dict(os.environ, GITHUB_TOKEN="ghp_wrong_cli_token")
     proc = subprocess.run(
         [sys.executable, "-m", "flows.review_issue", "--entity", "acme", "--collection", "churn", "--version", "v32"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 1
-    assert "GITHUB_TOKEN" in proc.stderr and "ghp_wrong_cli_token" not in proc.stderr + proc.stdout
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "rejected the token" in last and "GITHUB_TOKEN" in last
+    assert "ghp_wrong_cli_token" not in proc.stderr + proc.stdout
 
 
 # -- overlapping runs and rate limits ---------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from blocks.wandb import WandbConfigError, WandbCredentials
+from tests.helpers import wait_until
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 
@@ -169,8 +170,13 @@ def test_offline_run_writes_run_table_and_summary_locally(
     assert len(tables) == 1, "the logged table is written as a file"
     table = json.loads(tables[0].read_text())
     assert table["columns"] == ["feature", "p_value"] and table["data"][1] == ["plan", 0.002]
-    records = run_file.read_bytes()
-    assert b"drifted_features" in records and b"threshold" in records, "summary and config are in the run log"
+    # wandb-core writes the transaction log from its own process; finish() can return a moment before
+    # the last records reach the file when the machine is loaded, so wait (bounded) for them.
+    def complete_log() -> bytes | None:
+        data = run_file.read_bytes()
+        return data if b"drifted_features" in data and b"threshold" in data else None
+
+    records = wait_until(complete_log, 60, message="summary and config records in the offline run log")
     assert KEY.encode() not in records, "the API key is not written into an offline run"
     assert tripwire == [], f"an offline run must not touch the network, saw {tripwire!r}"
 
