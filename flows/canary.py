@@ -602,7 +602,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"canary-rollout failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
-    return 0 if result["outcome"] in ("promoted", "already-serving") else 3
+    if result["outcome"] in ("promoted", "already-serving"):
+        return 0
+    print(f"canary-rollout {result['outcome']}: {_one_line(result.get('reason') or 'no reason recorded')}",
+          file=sys.stderr)
+    return 3
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
 
 
 def _steps(text: str | None) -> list[int] | None:

@@ -578,7 +578,8 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the drift-check flow ad hoc and print its report; exit 0 drift or not, 2 on bad input."""
+    """Run the drift-check flow ad hoc and print its report; exit 0 drift or not (3 on drift with
+    --fail-on-drift, for a pipeline step that must stop), 2 on bad input, 1 on anything else."""
     import argparse
     import json
     import sys
@@ -594,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wandb-block", default=None, help="a saved WandbCredentials block")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    p.add_argument("--fail-on-drift", action="store_true",
+                   help="exit 3 when drift is detected (a decision that stops a pipeline), instead of 0")
     p.add_argument("--coerce-numeric", action="store_true",
                    help="read non-numeric cells of numeric columns as missing instead of refusing the table")
     args = p.parse_args(argv)
@@ -638,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         drifted = [f["name"] for f in result["features"] if f["drifted"]]
         print(f"drift {'DETECTED' if result['drift_detected'] else 'not detected'}"
               + (f": {', '.join(map(str, drifted))}" if drifted else ""))
+    if args.fail_on_drift and result["drift_detected"]:
+        drifted = [str(f["name"]) for f in result["features"] if f["drifted"]]
+        print(f"drift-check: drift detected in {', '.join(drifted) or 'the dataset'} (--fail-on-drift: exit 3)",
+              file=sys.stderr)
+        return 3
     return 0
 
 

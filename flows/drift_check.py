@@ -29,6 +29,13 @@ def _fmt(x: Any) -> Any:
     return x
 
 
+def _cell(x: Any) -> Any:
+    """A contract row's value as a W&B table cell: numbers kept, anything else as text."""
+    if isinstance(x, bool) or x is None:
+        return x
+    return _fmt(x) if isinstance(x, (int, float)) else str(x)
+
+
 def dataset_resource(ref: str) -> dict[str, str]:
     """The Prefect resource naming a dataset: its W&B artifact when it is one, else its path."""
     m = re.match(r"^(?:wandb://)?([\w.-]+)/([\w.-]+)/([\w.-]+):([\w.-]+)$", ref)
@@ -58,9 +65,10 @@ def load_dataset(ref: str, columns: list[str] | None, wandb_block: str | None) -
 @task(name="check-data-contract", cache_policy=NO_CACHE)
 def check_data_contract(ref_df: Any, cur_df: Any, reference: str, current: str, coerce_numeric: bool) -> Any:
     """Both tables held to the data contract before any statistic: no rows, repeated names, numbers
-    that are not numbers and infinities are refused (DataContractError, naming column and cells); ids
-    and free text are left out of the test and reported. Published as the table artifact
-    `drift-data-contract`. Returns the tables as the contract keeps them."""
+    that are not numbers and infinities are refused; ids and free text are left out of the test and
+    reported. Published as the table artifact `drift-data-contract`. Returns the tables as the contract
+    keeps them, the artifact's rows and the two reports (the flow raises DataContractError, naming
+    column and cells, once the rows are in W&B too)."""
     from flows.data_contract import ContractOptions, check_table
 
     options = ContractOptions(coerce_numeric=coerce_numeric, drop_high_cardinality=True)
@@ -76,9 +84,7 @@ def check_data_contract(ref_df: Any, cur_df: Any, reference: str, current: str, 
     logger = get_run_logger()
     for warning in [*ref_report.warnings, *cur_report.warnings]:
         logger.warning("data contract: %s", warning)
-    ref_report.raise_for_errors()
-    cur_report.raise_for_errors()
-    return ref_clean, cur_clean
+    return ref_clean, cur_clean, rows, (ref_report, cur_report)
 
 
 def _is_wandb_ref(ref: str) -> bool:
@@ -120,26 +126,32 @@ def publish_report(report: DriftReport, reference: str, current: str) -> None:
 
 @task(name="log-to-wandb", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20],
       retry_condition_fn=retry_if_unavailable)
-def log_to_wandb(report: DriftReport, reference: str, current: str, wandb_block: str | None) -> str | None:
-    """Log the report to W&B: online with credentials, else an offline run kept locally."""
+def log_to_wandb(report: DriftReport | None, reference: str, current: str, wandb_block: str | None,
+                 contract: list[dict[str, Any]] | None = None, refused: list[str] | None = None) -> str | None:
+    """Log the report and the data contract's rows to W&B: online with credentials, else an offline run
+    kept locally. With `report` None (the contract refused the tables) the run holds the contract alone,
+    so a W&B user sees why no drift statistic was computed."""
     from blocks.wandb import WandbCredentials
 
     creds = _wandb_credentials(wandb_block)
     offline = creds is None
     creds = creds or WandbCredentials()
-    run = creds.init_run(job_type="drift-check", config={"reference": reference, "current": current,
-                                                          "alpha": report.alpha, "correction": report.correction},
-                         offline=offline)
+    config: dict[str, Any] = {"reference": reference, "current": current}
+    if report is not None:
+        config.update(alpha=report.alpha, correction=report.correction)
+    run = creds.init_run(job_type="drift-check", config=config, offline=offline)
     try:
         import wandb
 
-        columns = ["feature", "test", "statistic", "p_value", "p_value_adjusted", "drifted"]
-        table = wandb.Table(columns=columns, data=[
-            [f.name, f.test, _fmt(f.statistic), _fmt(f.p_value), _fmt(f.p_value_adjusted), f.drifted]
-            for f in report.features])
-        run.log({"drift/features": table})
-        run.summary["drift_detected"] = report.drift_detected
-        run.summary["drifted_features"] = [f.name for f in report.drifted]
+        log_contract(run, contract or [], refused or [])
+        if report is not None:
+            columns = ["feature", "test", "statistic", "p_value", "p_value_adjusted", "drifted"]
+            table = wandb.Table(columns=columns, data=[
+                [f.name, f.test, _fmt(f.statistic), _fmt(f.p_value), _fmt(f.p_value_adjusted), f.drifted]
+                for f in report.features])
+            run.log({"drift/features": table})
+            run.summary["drift_detected"] = report.drift_detected
+            run.summary["drifted_features"] = [f.name for f in report.drifted]
         # online: the run's W&B path (entity/project/id, readable with wandb.Api().run); offline: its directory
         where = getattr(run, "dir", None) if offline else run.path
     except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
@@ -148,6 +160,20 @@ def log_to_wandb(report: DriftReport, reference: str, current: str, wandb_block:
     run.finish()
     get_run_logger().info("logged to W&B (%s)%s", "offline" if offline else "online", f": {where}" if where else "")
     return where
+
+
+def log_contract(run: Any, rows: list[dict[str, Any]], refused: list[str]) -> None:
+    """The data contract's rows as the W&B table `data_contract` of `run`, and its verdict in the
+    summary (`data_contract`: passed | refused, `data_contract_problems`)."""
+    import wandb
+
+    if rows:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        run.log({"data_contract": wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns]
+                                                                   for row in rows])})
+    run.summary["data_contract"] = "refused" if refused else "passed"
+    if refused:
+        run.summary["data_contract_problems"] = list(refused)
 
 
 def emit_drift_event(report: DriftReport, reference: str, current: str) -> None:
@@ -197,18 +223,30 @@ def drift_check(
 
     ref_df = load_dataset(reference, columns, wandb_block)
     cur_df = load_dataset(current, columns, wandb_block)
-    ref_df, cur_df = check_data_contract(ref_df, cur_df, reference, current, coerce_numeric)
+    ref_df, cur_df, contract, reports = check_data_contract(ref_df, cur_df, reference, current, coerce_numeric)
+    refused = [e for rep in reports for e in rep.errors]
+    if refused:
+        if log_wandb:
+            _log_quietly(None, reference, current, wandb_block, contract, refused)
+        for rep in reports:
+            rep.raise_for_errors()
     report = ks_drift(ref_df, cur_df, columns=columns, **ks_drift_args)
     logger.info("drift %s: %s", "DETECTED" if report.drift_detected else "not detected",
                 ", ".join(f.name for f in report.drifted) or "no feature drifted")
 
     publish_report(report, reference, current)
     if log_wandb:
-        try:
-            # a configuration error (a refused key, ...) fails the run: fix it, don't hide it
-            log_to_wandb(report, reference, current, wandb_block)
-        except WandbUnavailable as exc:
-            # W&B down: the verdict still goes out (the Prefect artifacts hold the report), said loudly
-            logger.warning("the drift report was not logged to W&B (%s); the verdict is emitted anyway", exc)
+        _log_quietly(report, reference, current, wandb_block, contract, None)
     emit_drift_event(report, reference, current)
     return report.to_dict()
+
+
+def _log_quietly(report: DriftReport | None, reference: str, current: str, wandb_block: str | None,
+                 contract: list[dict[str, Any]], refused: list[str] | None) -> None:
+    """log_to_wandb, where W&B being down costs a warning, not the verdict; a configuration error (a
+    refused key, ...) fails the run: fix it, don't hide it."""
+    try:
+        log_to_wandb(report, reference, current, wandb_block, contract, refused)
+    except WandbUnavailable as exc:
+        # W&B down: the verdict still goes out (the Prefect artifacts hold the report), said loudly
+        get_run_logger().warning("the drift report was not logged to W&B (%s); the verdict is emitted anyway", exc)

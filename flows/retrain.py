@@ -317,6 +317,7 @@ def retrain(
             summary["hint"] = ("production cannot be scored on this dataset: restore its columns, or retrain with "
                                "compare_production=False (--no-compare-production) to gate on the floors alone")
         logger.error("refused by the data contract: %s", contract.summary())
+        log_contract_to_wandb(registry, wandb_block, dataset, model, contract)
         emit_event(event="modelops.model.rejected", resource=model_resource(registry, model),
                    related=_related(dataset), payload={**summary, "stage": "data-contract", "reasons": reasons})
         return Completed(name="Refused", message=f"data contract: {contract.summary()}", data=summary)
@@ -343,13 +344,42 @@ def retrain(
 
     metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
                 "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
-                "hyperparameters": hp, "target": target, "trigger_event_id": event_id}
+                "hyperparameters": hp, "target": target, "trigger_event_id": event_id,
+                "data_contract": {"summary": contract.summary(), "columns": contract.rows_table()}}
     mv = register_candidate(registry, model, result, metadata)
     logger.info("registered %s:%s as candidate", model, mv.version)
     emit_event(event="modelops.model.registered", resource=model_resource(registry, model, mv.version),
                related=_related(dataset),
                payload={**summary, "version": mv.version, "aliases": list(mv.aliases), "path": mv.path})
     return {**summary, "registered": mv.version, "aliases": list(mv.aliases), "path": mv.path}
+
+
+def log_contract_to_wandb(registry: Any, wandb_block: str | None, dataset: str, model: str, contract: Any) -> None:
+    """A refusal by the data contract, as a W&B run (job type `retrain`, table `data_contract`, summary
+    `data_contract: refused` with the problems) where W&B is in use: the registry's credentials, the
+    `wandb_block`, or the environment's key for a W&B dataset. Best effort: the refusal stands whatever
+    W&B answers (the Prefect artifact holds the same table)."""
+    from blocks.wandb import WandbCredentials
+    from flows.drift_check import log_contract
+    from flows.drift_data import classify_ref
+
+    creds = getattr(registry, "credentials", None)
+    if creds is None and wandb_block:
+        creds = WandbCredentials.load(wandb_block)
+    if creds is None and classify_ref(dataset) == "wandb":
+        creds = WandbCredentials.from_env()
+    if creds is None:
+        return
+    logger = get_run_logger()
+    try:
+        run = creds.init_run(job_type="retrain", config={"model": model, "dataset": dataset})
+        try:
+            log_contract(run, contract.rows_table(), contract.errors)
+        finally:
+            run.finish()
+        logger.info("the data contract's refusal is logged to W&B: %s", getattr(run, "path", run.id))
+    except Exception as exc:  # noqa: BLE001 - the refusal stands; W&B's answer is only reported
+        logger.warning("the data contract's refusal was not logged to W&B: %s", exc)
 
 
 def _related(dataset: str) -> list[dict[str, str]]:

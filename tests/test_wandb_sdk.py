@@ -345,10 +345,54 @@ def test_drift_report_is_logged_to_a_wandb_run_and_reads_back(
     drifted = [f["name"] for f in result["features"] if f["drifted"]]
     assert remote.summary["drift_detected"] is True and list(remote.summary["drifted_features"]) == drifted
     assert remote.config["alpha"] == 0.05
-    (table_artifact,) = [a for a in remote.logged_artifacts() if a.type == "run_table"]
-    table = table_artifact.get("drift/features")
+    tables = {a.name.split(":")[0]: a for a in remote.logged_artifacts() if a.type == "run_table"}
+    (features_artifact,) = [a for name, a in tables.items() if "driftfeatures" in name]
+    table = features_artifact.get("drift/features")
     assert table.columns[:3] == ["feature", "test", "statistic"]
     assert [row[0] for row in table.data] == [f["name"] for f in result["features"]]
+    # and what the data contract found, beside it
+    (contract_artifact,) = [a for name, a in tables.items() if "data_contract" in name]
+    contract = contract_artifact.get("data_contract")
+    assert contract.columns[:3] == ["table", "column", "type"]
+    assert {(row[0], row[1]) for row in contract.data} >= {("reference", "age"), ("current", "age")}
+    assert remote.summary["data_contract"] == "passed"
+
+
+def test_a_refusal_by_the_data_contract_is_in_wandb_too(
+        fake: FakeWandb, tables: dict[str, Path], tmp_path: Path, prefect_api: str) -> None:
+    """Drift-check and retrain runs that the contract refuses leave a W&B run saying why."""
+    import pandas as pd
+
+    from flows.drift_check import drift_check
+    from flows.data_contract import DataContractError
+
+    dirty = pd.read_csv(tables["cur.csv"])
+    dirty["age"] = dirty["age"].astype(object)
+    dirty.loc[[3, 7], "age"] = ["#REF!", "oops"]
+    path = tmp_path / "dirty.csv"
+    dirty.to_csv(path, index=False)
+    block = f"wandb-creds-{uuid.uuid4().hex[:6]}"
+    credentials(fake).save(block)
+    with pytest.raises(DataContractError, match="numeric column 'age': 2 cell"):
+        drift_check(reference=str(tables["ref.csv"]), current=str(path), wandb_block=block)
+    (run,) = [r for r in fake.runs.values() if r.job_type == "drift-check" and r.config.get("current") == str(path)]
+    remote = credentials(fake).get_api().run(f"{ENTITY}/{PROJECT}/{run.name}")
+    assert remote.summary["data_contract"] == "refused"
+    assert any("numeric column 'age'" in p for p in remote.summary["data_contract_problems"])
+    assert "drift_detected" not in remote.summary, "no statistic on a refused table"
+
+    registry_block = f"wandb-reg-{uuid.uuid4().hex[:6]}"
+    WandbRegistry(credentials=credentials(fake), org=ORG).save(registry_block)
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    refused = cli("flows.retrain", "--dataset", str(path), "--model", model, "--registry-block", registry_block,
+                  env={**os.environ})
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    (run,) = [r for r in fake.runs.values() if r.job_type == "retrain" and r.config.get("model") == model]
+    remote = credentials(fake).get_api().run(f"{ENTITY}/{PROJECT}/{run.name}")
+    assert remote.summary["data_contract"] == "refused"
+    (contract_artifact,) = [a for a in remote.logged_artifacts() if a.type == "run_table"]
+    rows = contract_artifact.get("data_contract").data
+    assert any(row[0] == "age" and row[4] == "refused" for row in rows), rows
 
 
 def test_wandb_down_does_not_hold_back_the_drift_verdict(
