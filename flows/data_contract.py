@@ -15,7 +15,9 @@ What it holds a table to:
   ``categorical`` (text with few distinct values) or ``text`` (ids, free text: more than
   ``max_categories`` distinct values, or every value distinct);
   - a numeric column with cells that are not numbers is refused, naming the column, how many cells
-    and a few of them with their row numbers (1-based data rows, as a spreadsheet shows them);
+    and a few of them with their row numbers (1-based data rows, as a spreadsheet shows them); a text
+    column is numeric when >= 80% of its cells are numbers, or >= 20% taking more than 20 values
+    (numeric-looking codes with few values stay categorical);
     ``coerce_numeric`` turns them into missing values instead, and the report counts them;
   - infinite numbers are refused the same way (``coerce_numeric`` makes them missing);
   - ``text`` columns are refused (one-hot encoding an id makes thousands of columns and a model that
@@ -47,6 +49,10 @@ __all__ = ["ColumnReport", "ContractOptions", "ContractReport", "DataContractErr
 KINDS = ("numeric", "boolean", "categorical", "text")
 #: a text column whose non-missing cells are at least this share of numbers is a numeric column with bad cells
 NUMERIC_SHARE = 0.8
+#: ... and so is one with at least this share of numbers taking more than MIXED_MIN_DISTINCT values (half
+#: the ages replaced by 'x' is a broken numeric column, not a category with 58 levels); numeric-looking
+#: codes with few values ('1', '2', 'other') stay categorical
+MIXED_SHARE, MIXED_MIN_DISTINCT = 0.2, 20
 EXAMPLES = 3
 _MISSING_TEXT = {"", "na", "n/a", "nan", "null", "none"}
 
@@ -180,8 +186,14 @@ def check_table(df: pd.DataFrame, *, target: str | None = None, schema: Mapping[
         return df, report
     if target is not None:
         if target not in df.columns:
-            report.errors.append(f"target column {target!r} is not in {what} (columns: {', '.join(names[:20])}): "
-                                 f"pass --target with the label column")
+            glued = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in str(names[0])), None)
+            if glued:  # one column whose name holds the whole header: a CSV with another delimiter
+                report.errors.append(
+                    f"{what} reads as one column {str(names[0])[:60]!r}: it looks separated by {glued!r}, not "
+                    f"commas; save it comma-separated (or as Parquet)")
+            else:
+                report.errors.append(f"target column {target!r} is not in {what} (columns: {', '.join(names[:20])}): "
+                                     f"pass --target with the label column")
             return df, report
         labels = df[target].map(lambda v: np.nan if _is_missing_text(v) else v)
         unlabelled = int(labels.isna().sum())
@@ -238,8 +250,10 @@ def check_table(df: pd.DataFrame, *, target: str | None = None, schema: Mapping[
         else:
             parsed = pd.to_numeric(present.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
             bad = parsed.isna()
-            if len(present) and (1 - bad.mean()) >= NUMERIC_SHARE and not present.map(
-                    lambda v: isinstance(v, bool)).any():
+            share = 1 - bad.mean() if len(present) else 0.0
+            numeric_like = share >= NUMERIC_SHARE or (
+                share >= MIXED_SHARE and parsed.dropna().nunique() > MIXED_MIN_DISTINCT)
+            if numeric_like and not present.map(lambda v: isinstance(v, bool)).any():
                 values = pd.Series(np.nan, index=col.index, dtype=float)
                 values[present.index] = parsed.astype(float)
                 bad_mask = pd.Series(False, index=col.index)

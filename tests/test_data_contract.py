@@ -47,6 +47,26 @@ def test_text_in_a_numeric_column_is_refused_naming_column_cells_and_rows(churn)
         report.raise_for_errors()
 
 
+def test_a_numeric_column_half_text_is_refused_and_numeric_codes_stay_categorical(churn) -> None:
+    half = churn.copy()
+    half["age"] = half["age"].round().astype(object)
+    half.loc[half.index[::2], "age"] = "x"  # half the ages replaced: not a category with ~60 levels
+    _, report = check_table(half, target="churned")
+    (message,) = report.errors
+    assert message.startswith(f"numeric column 'age': {len(half.index[::2]):,} cell(s) are not numbers (row 1: 'x'")
+    codes = churn.copy()
+    codes["plan"] = np.random.default_rng(0).choice(["1", "2", "3", "other"], len(codes))
+    table, report = check_table(codes, target="churned")
+    assert report.ok and report.schema["plan"] == "categorical"
+
+
+def test_a_csv_with_another_delimiter_is_named(tmp_path) -> None:
+    df = pd.DataFrame({"a;b;churned": ["1;2;0", "3;4;1"]})
+    _, report = check_table(df, target="churned", what="dataset x.csv")
+    (message,) = report.errors
+    assert "reads as one column 'a;b;churned': it looks separated by ';'" in message
+
+
 def test_coerce_numeric_reads_them_as_missing_and_counts_them(churn) -> None:
     table, report = check_table(with_text_cells(churn, "monthly_charges"), target="churned",
                                 options=ContractOptions(coerce_numeric=True))
