@@ -181,7 +181,7 @@ class Scenario:
         event = self.wait_event(["modelops.drift.checked", "modelops.drift.detected"], _dataset_id(mv.version))
         got = event["event"] if event else "no drift event"
         self.check("(0) drift-check of the reference", "modelops.drift.checked", f"{run['state_name']}, {got}",
-                   run["state_type"] == "COMPLETED" and got == "modelops.drift.checked", [run])
+                   run["state_name"] == "NoDrift" and got == "modelops.drift.checked", [run])
 
     def first_model_to_production(self) -> None:
         from training.tabular import fit, save_model, score, split
@@ -207,7 +207,7 @@ class Scenario:
         split = self.split_names()
         self.check(f"(a) canary of {MODEL}:{mv.version}", "promoted (first model takes 100%)",
                    f"{canary['state_name']}, split {split}",
-                   canary["state_type"] == "COMPLETED" and split == {f"{MODEL}:{mv.version}": 100}, [canary])
+                   canary["state_name"] == "Promoted" and split == {f"{MODEL}:{mv.version}": 100}, [canary])
 
     def drift_retrain_promote(self) -> None:
         from training.tabular import make_dataset
@@ -224,7 +224,7 @@ class Scenario:
         drifted = event["payload"].get("drifted_features", []) if event else []
         self.check("(b) drift-check of the new version", "modelops.drift.detected",
                    f"{drift['state_name']}, {event['event'] if event else 'no event'}: {', '.join(drifted) or 'none'}",
-                   drift["state_type"] == "COMPLETED" and bool(event) and event["event"] == "modelops.drift.detected",
+                   drift["state_name"] == "Drift" and bool(event) and event["event"] == "modelops.drift.detected",
                    [drift])
         retrain = self.wait_run("retrain", dataset=current)
         candidate = self.registry().find(MODEL, "candidate")
@@ -232,7 +232,7 @@ class Scenario:
         if candidate:
             m = candidate.metadata.get("metrics", {})
             got += f" (accuracy {m.get('accuracy', float('nan')):.3f}, f1 {m.get('f1', float('nan')):.3f})"
-        ok = retrain["state_type"] == "COMPLETED" and candidate is not None and candidate.version != "v0"
+        ok = retrain["state_name"] == "Registered" and candidate is not None and candidate.version != "v0"
         self.check("(b) retrain on the drifted data", "new version registered as candidate", got, ok, [retrain])
         if not ok:
             return
@@ -247,7 +247,7 @@ class Scenario:
         outcome = self.canary_outcome(candidate.version)
         self.check(f"(b) canary of {MODEL}:{candidate.version} against v0", "promoted, v0 undeployed",
                    f"{canary['state_name']}, {outcome}, split {split}",
-                   canary["state_type"] == "COMPLETED" and outcome == "promoted"
+                   canary["state_name"] == "Promoted" and outcome == "promoted"
                    and split == {f"{MODEL}:{candidate.version}": 100}, [canary])
         self.good = candidate.version
 
@@ -268,8 +268,8 @@ class Scenario:
         split = self.split_names()
         self.check(f"(c) canary of the faulty {MODEL}:{bad.version}", f"rolled back, {good} keeps 100%",
                    f"{canary['state_name']}, {outcome}: {reason}; split {split}",
-                   canary["state_type"] == "COMPLETED" and split == {f"{MODEL}:{good}": 100}
-                   and outcome == "rolled-back", [canary])
+                   canary["state_type"] == "FAILED" and canary["state_name"] == "RolledBack"
+                   and split == {f"{MODEL}:{good}": 100} and outcome == "rolled-back", [canary])
 
 
 def _model_id(version: str) -> str:

@@ -33,6 +33,7 @@ from prefect.input import RunInput
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
 from flows.canary_judge import JudgedLook, walk
 from flows.canary_verdict import CanaryPolicy, Look
+from flows.outcomes import decision, run_flow
 
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
@@ -247,6 +248,39 @@ def rollback(endpoint: Any, stable: DeployedModel, canary_id: str | None, reason
     return check_invariant(endpoint)
 
 
+@task(name="roll-back-traffic", cache_policy=NO_CACHE)
+def roll_back_traffic(endpoint: Any, stable: DeployedModel, reason: str) -> None:
+    """All traffic to the stable version (the first half of a rollback: users are safe after it)."""
+    with_retries("rollback traffic", lambda: endpoint.set_traffic({stable.id: 100}), attempts=8, first_delay=0.25)
+    _logger().warning("rolled traffic back: 100%% on %s (%s)", stable.display_name, reason)
+
+
+@task(name="undeploy", cache_policy=NO_CACHE)
+def undeploy_model(endpoint: Any, model_id: str, label: str) -> dict[str, int]:
+    """Undeploy one model (once no traffic goes to it); safe to repeat. Returns the checked split."""
+    if model_id in with_retries("read endpoint", lambda: {m.id for m in endpoint.deployed()}):
+        with_retries(f"undeploy {label}", lambda: endpoint.undeploy(model_id))
+        _logger().info("undeployed %s", label)
+    return check_invariant(endpoint)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(endpoint: Any, name: str, previous: list[DeployedModel]) -> dict[str, int]:
+    """The canary keeps 100%; the versions it replaces leave the endpoint. Returns the checked split."""
+    for m in previous:
+        if m.id in with_retries("read endpoint", lambda: {d.id for d in endpoint.deployed()}):
+            with_retries(f"undeploy {m.display_name}", lambda m=m: endpoint.undeploy(m.id))
+    split = check_invariant(endpoint)
+    _logger().info("promoted %s; %s undeployed", name, ", ".join(m.display_name for m in previous) or "nothing")
+    return split
+
+
+def roll_back(endpoint: Any, stable: DeployedModel, canary_id: str | None, label: str, reason: str) -> dict[str, int]:
+    """`rollback` as the flow's two tasks (so the run's graph shows it): traffic first, then undeploy."""
+    roll_back_traffic(endpoint, stable, reason)
+    return undeploy_model(endpoint, canary_id, label) if canary_id else check_invariant(endpoint)
+
+
 # ------------------------------------------------------------------------------------ recording
 
 
@@ -259,6 +293,8 @@ class Recorder:
     table_key: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     progress_id: Any = None
+    policy: CanaryPolicy | None = None
+    looks: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, name: str, payload: dict[str, Any]) -> None:
         emit_event(event=f"modelops.canary.{name}", resource=self.resource, related=self.related, payload=payload)
@@ -272,6 +308,41 @@ class Recorder:
     def verdict(self, judged: JudgedLook) -> None:
         self.rows.append(look_row(judged))
         create_table_artifact(key=self.table_key, table=self.rows, description=LOOK_TABLE_DESCRIPTION)
+        self.looks.append(look_point(judged))
+        try:
+            self.plot()
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn costs a warning, not the rollout
+            _logger().warning("canary figure not drawn: %s", exc)
+
+    def final(self, outcome: str) -> None:
+        try:
+            self.plot(outcome)
+        except Exception as exc:  # noqa: BLE001
+            _logger().warning("canary figure not drawn: %s", exc)
+
+    def plot(self, outcome: str | None = None) -> None:
+        """The markdown artifact `<table key>-report`: per look, each arm's error rate (with the ceiling)
+        and median latency (with the comparative floor), and the decisions so far."""
+        from prefect.artifacts import create_markdown_artifact
+
+        from flows.plots import canary_figure, image_markdown
+
+        if not self.looks:
+            return
+        name = self.resource.get("prefect.resource.name", "canary")
+        p = self.policy or CanaryPolicy()
+        svg = canary_figure(self.looks, max_error_rate=p.max_error_rate, min_latency_increase=p.min_latency_increase,
+                            title=f"{name}: canary vs stable per look")
+        decisions = "\n".join(f"| {k['label']} | {k['decision']} | {_one_line(k['reasons'])[:200]} |" for k in self.looks)
+        create_markdown_artifact(
+            key=f"{self.table_key}-report",
+            markdown=(f"# Canary of `{name}`" + (f": **{outcome}**" if outcome else "") + "\n\n"
+                      + image_markdown(svg, f"{name}: error rate and median latency per look") + "\n\n"
+                      + f"Dashed: the error-rate ceiling ({p.max_error_rate:.0%}, any window); dotted: stable's "
+                        f"median + {p.min_latency_increase:.0%}, the smallest latency increase that can fail a look. "
+                        f"The table `{self.table_key}` has every look's counts, p-values and alpha spent.\n\n"
+                      + "| look | decision | why |\n|---|---|---|\n" + decisions + "\n"),
+            description=f"Canary of {name}: error rate and latency per arm, per look")
 
 
 LOOK_TABLE_DESCRIPTION = (
@@ -279,6 +350,22 @@ LOOK_TABLE_DESCRIPTION = (
     "window's; p-values are over all windows). A test fails when its p-value is below the look's alpha "
     "(alpha-spending over the planned looks; holds spend a reserve) and the effect is over its floor. "
     "'alpha spent' is the total spent so far per family: errors / latency / predictions.")
+
+
+def look_point(judged: JudgedLook) -> dict[str, Any]:
+    """One look for the canary figure: each arm's error rate and median latency in the look's window."""
+    import statistics
+
+    look, v = judged.look, judged.verdict
+
+    def p50(arm: ArmStats | None) -> float | None:
+        return statistics.median(arm.latencies_ms) if arm is not None and arm.latencies_ms else None
+
+    return {"label": "shadow" if look.percent == 0 else f"{look.percent}%" + ("+" if look.extra else ""),
+            "canary_error_rate": look.canary.error_rate if look.canary.requests else None,
+            "stable_error_rate": look.stable.error_rate if look.stable and look.stable.requests else None,
+            "canary_p50_ms": p50(look.canary), "stable_p50_ms": p50(look.stable),
+            "decision": v.decision.value, "reasons": "; ".join(v.reasons)}
 
 
 def look_row(judged: JudgedLook) -> dict[str, Any]:
@@ -326,6 +413,52 @@ def comment_on_review_issue(resource_id: str, text: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ approval
+
+
+def approval_evidence(collection: str, version: str, stable: DeployedModel, policy: CanaryPolicy,
+                      registry_block: str | None, resource_id: str, promoted_by: str | None) -> str:
+    """What an approver needs in front of them, as markdown (the Resume form's description, and the
+    artifact `approval-<collection>-<version>`): who promoted, what triggered the retrain, the gate's
+    candidate-vs-production metrics, and the review issue."""
+    from flows.retrain import resolve_registry
+    from flows.review_issue import resolve_issue_backend
+
+    name = f"{collection}:{version}"
+    lines = [f"**Roll out `{name}` beside `{stable.display_name}`?** ({policy.strategy}, steps "
+             f"{list(policy.effective_steps)}, {policy.bake_seconds:g} s bakes)", ""]
+    lines.append(f"- promoted by: **{promoted_by or 'unknown (not in the event)'}**")
+    try:
+        mv = resolve_registry(registry_block).get(collection, version)
+        meta = mv.metadata
+        trigger = meta.get("reason") or "not recorded"
+        lines.append(f"- trigger: {trigger}" + (f" (dataset `{meta['dataset']}`)" if meta.get("dataset") else ""))
+        gate = meta.get("gate") or {}
+        if gate:
+            lines.append(f"- gate: **{'passed' if gate.get('passed') else 'refused'}** — {gate.get('reason', '')}")
+            cand, prod = gate.get("candidate") or {}, gate.get("production") or {}
+            shown = [m for m in ("accuracy", "f1", "roc_auc", "precision", "recall", "log_loss") if m in cand]
+            if shown:
+                lines += ["", "| metric | candidate | production |", "|---|---|---|"]
+                lines += [f"| {m} | {cand[m]:.4f} | " + (f"{prod[m]:.4f}" if isinstance(prod.get(m), (int, float))
+                                                         else "—") + " |" for m in shown]
+        else:
+            metrics = meta.get("metrics") or {}
+            lines.append("- gate: not recorded for this version" + (
+                "; metrics " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+                if metrics else ""))
+    except Exception as exc:  # noqa: BLE001 - the approver is told what is missing, the question stands
+        lines.append(f"- registry: not readable here ({_one_line(exc)[:160]})")
+    try:
+        ref = resolve_issue_backend(os.environ.get("MODELOPS_GITHUB_BLOCK")).find_issue(
+            f"<!-- modelops:review-issue {resource_id} -->")
+        lines.append(f"- review issue: [{ref.title or f'#{ref.number}'}]({ref.url})" if ref else
+                     "- review issue: none found")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"- review issue: not readable here ({_one_line(exc)[:160]})")
+    lines += ["", "Approve to start the rollout; switch **approve** off and say why in **comment** to reject it "
+                  "(nothing is shifted)."]
+    return "\n".join(lines)
+
 
 
 def ask_approval(description: str, timeout: float) -> Approval:
@@ -399,11 +532,72 @@ def canary_rollout(
     event_id: str | None = None,
     resumed_from: str | None = None,
     resume_attempt: int = 0,
-) -> dict[str, Any]:
+    promoted_by: str | None = None,
+) -> Any:
     """Roll `collection:version` out on the endpoint in judged steps; promote it or roll it back.
 
-    `resumed_from` / `resume_attempt` are set by prefect.yaml's trigger that reruns a crashed rollout
-    (its worker or host died); after `MAX_RESUMES` crashes the rollout is rolled back instead."""
+    Ends in a state named for the outcome (`flows.outcomes`): `Promoted` / `AlreadyServing`
+    (Completed), `RolledBack` / `Rejected` (Failed). `resumed_from` / `resume_attempt` are set by
+    prefect.yaml's trigger that reruns a crashed rollout (its worker or host died); after
+    `MAX_RESUMES` crashes the rollout is rolled back instead. `promoted_by` (the W&B user who moved the
+    alias, from the trigger) is shown to an approver."""
+    result = _roll_out(**locals())  # the parameters, as given
+    state = outcome_state(result)
+    from flows.retrain import resolve_registry
+    from flows.status_board import record_canary
+
+    try:
+        registry = resolve_registry(registry_block)
+    except Exception:  # noqa: BLE001 - the board reads the default registry then
+        registry = None
+    record_canary(collection, result, state.name, registry)
+    return state
+
+
+OUTCOME_STATES = {"promoted": ("Promoted", True), "already-serving": ("AlreadyServing", True),
+                  "rolled-back": ("RolledBack", False), "rejected": ("Rejected", False)}
+
+
+def outcome_state(result: dict[str, Any]) -> Any:
+    """The rollout's final state: its name says the outcome, its type whether the change went ahead."""
+    name, success = OUTCOME_STATES[result["outcome"]]
+    if result["outcome"] == "promoted":
+        message = f"{result['model']} serves 100%" + (f"; {result['replaced']} undeployed" if result.get("replaced")
+                                                      else " (first model on the endpoint)")
+    elif result["outcome"] == "already-serving":
+        message = f"{result['model']} already served 100%: nothing to roll out"
+    elif result["outcome"] == "rejected":
+        message = f"not approved: {result.get('comment') or 'no comment'}; nothing was shifted"
+    else:
+        message = f"rolled back: {result.get('reason')}; 100% on {result.get('stable') or 'the stable version'}"
+    return decision(name, success=success, message=message, data=result)
+
+
+def _roll_out(
+    collection: str,
+    version: str,
+    entity: str = DEFAULT_ENTITY,
+    project: str = DEFAULT_PROJECT,
+    model_uri: str | None = None,
+    endpoint_block: str | None = None,
+    policy_block: str | None = None,
+    strategy: str | None = None,
+    steps: list[int] | None = None,
+    bake: str | float | None = None,
+    final_bake: str | float | None = None,
+    min_requests: int | None = None,
+    require_approval: bool | None = None,
+    approve_before_full: bool | None = None,
+    approval_timeout: str | float | None = None,
+    on_resume: str | None = None,
+    registry_block: str | None = None,
+    alias: str = "production",
+    event_id: str | None = None,
+    resumed_from: str | None = None,
+    resume_attempt: int = 0,
+    promoted_by: str | None = None,
+) -> dict[str, Any]:
+    """canary-rollout's body: returns the result, whose `outcome` names the final state."""
     logger = get_run_logger()
     name = f"{collection}:{version}"
     if resumed_from:
@@ -429,6 +623,7 @@ def canary_rollout(
         related=[{"prefect.resource.id": f"modelops.endpoint.{endpoint_block or 'local'}",
                   "prefect.resource.role": "endpoint"}],
         table_key=f"canary-{_key(collection)}-{_key(version)}",
+        policy=policy,
     )
     started = time.monotonic()
     result: dict[str, Any] = {"model": name, "strategy": policy.strategy, "steps": []}
@@ -437,9 +632,8 @@ def canary_rollout(
     # -- already done, or nothing to compare with --------------------------------------------
     if state.canary and state.canary_share == 100:
         logger.info("%s already serves 100%%: nothing to roll out", name)
-        for m in state.others:
-            with_retries(f"undeploy {m.display_name}", lambda m=m: endpoint.undeploy(m.id))
-        return {**result, "outcome": "already-serving", "split": check_invariant(endpoint)}
+        split = promote(endpoint, name, state.others) if state.others else check_invariant(endpoint)
+        return {**result, "outcome": "already-serving", "split": split}
     uri, fault = model_uri, None
     if not state.canary:
         uri, fault = _model_location(collection, version, model_uri, registry_block)
@@ -455,20 +649,25 @@ def canary_rollout(
     resuming = state.canary is not None and state.canary_share > 0
     if resuming and resume_attempt > MAX_RESUMES:
         why = f"the rollout crashed {resume_attempt} times; rolling back instead of resuming again"
-        split = rollback(endpoint, stable, state.canary.id, why)
+        split = roll_back(endpoint, stable, state.canary.id, name, why)
         return _rolled_back(rec, result, name, stable, why, split, resource_id)
     if resuming and policy.on_resume == "rollback":
-        split = rollback(endpoint, stable, state.canary.id, "resumed after a crash; policy says roll back")
+        split = roll_back(endpoint, stable, state.canary.id, name, "resumed after a crash; policy says roll back")
         return _rolled_back(rec, result, name, stable, "resumed after a crash; policy on_resume=rollback", split,
                             resource_id)
     if policy.require_approval and not resuming:
-        answer = ask_approval(f"Roll out {name} beside {stable.display_name} ({policy.strategy}, steps "
-                              f"{list(policy.effective_steps)})?", policy.approval_timeout_seconds)
+        evidence = approval_evidence(collection, version, stable, policy, registry_block, resource_id, promoted_by)
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key=f"approval-{_key(collection)}-{_key(version)}", markdown=evidence,
+                                 description=f"Evidence for the approval of {name}")
+        answer = ask_approval(evidence, policy.approval_timeout_seconds)
         if not answer.approve:
             logger.warning("rollout of %s rejected: %s", name, answer.comment or "no comment")
             rec.event("rolled-back", {"model": name, "rejected": True, "reason": f"rejected: {answer.comment}",
                                       "stable": stable.display_name})
-            return {**result, "outcome": "rejected", "comment": answer.comment, "split": check_invariant(endpoint)}
+            return {**result, "outcome": "rejected", "comment": answer.comment, "split": check_invariant(endpoint),
+                    "stable": stable.display_name}
         result["approval"] = answer.comment
     canary_id = state.canary.id if state.canary else deploy_canary(endpoint, uri, name, fault)
     rec.event("started", {"model": name, "stable": stable.display_name, "canary_id": canary_id,
@@ -507,36 +706,36 @@ def canary_rollout(
                        shadow=policy.strategy == "shadow" and not resuming, name=name,
                        start=started)
     except ShiftFailed as exc:
-        split = rollback(endpoint, stable, canary_id, str(exc))
+        split = roll_back(endpoint, stable, canary_id, name, str(exc))
         return _rolled_back(rec, result, name, stable, str(exc), split, resource_id)
     if outcome.outcome == "rolled-back":
         reason = f"shadow: {outcome.reason}" if outcome.percent == 0 else outcome.reason
         # at 100% too: the old version stays deployed until promotion, so it can take back
-        split = rollback(endpoint, stable, canary_id, reason)
+        split = roll_back(endpoint, stable, canary_id, name, reason)
         if outcome.percent == 0:
             result["shadow"] = True
         return _rolled_back(rec, result, name, stable, reason, split, resource_id)
 
     # -- promoted: the old version leaves ------------------------------------------------------
-    for m in [stable, *state.others]:
-        with_retries(f"undeploy {m.display_name}", lambda m=m: endpoint.undeploy(m.id))
-    split = check_invariant(endpoint)
+    split = promote(endpoint, name, [stable, *state.others])
     rec.progress(100, f"{name} promoted")
+    rec.final("promoted")
     rec.event("promoted", {"model": name, "replaced": stable.display_name, "split": split, "steps": result["steps"]})
     comment_on_review_issue(resource_id, f"Canary of `{name}` **promoted**: 100% of the traffic, "
                                          f"`{stable.display_name}` undeployed.")
-    logger.info("promoted %s; %s undeployed", name, stable.display_name)
     return {**result, "outcome": "promoted", "split": split, "replaced": stable.display_name}
 
 
 def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: DeployedModel, reason: str,
                  split: dict[str, int], resource_id: str) -> dict[str, Any]:
     rec.progress(100, f"{name} rolled back: {reason}")
+    rec.final(f"rolled back ({_one_line(reason)[:120]})")
     rec.event("rolled-back", {"model": name, "stable": stable.display_name, "reason": reason, "split": split,
                               "steps": result["steps"], "shadow": bool(result.get("shadow"))})
     issue = comment_on_review_issue(resource_id, f"Canary of `{name}` **rolled back**: {reason}\n\n"
                                                  f"100% of the traffic is on `{stable.display_name}`.")
-    return {**result, "outcome": "rolled-back", "reason": reason, "split": split, "review_issue": issue}
+    return {**result, "outcome": "rolled-back", "reason": reason, "split": split, "review_issue": issue,
+            "stable": stable.display_name}
 
 
 def _model_location(collection: str, version: str, model_uri: str | None,
@@ -590,8 +789,8 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_prefect_env()
     try:
-        result = canary_rollout(
-            collection=collection, version=version, entity=args.entity, project=args.project,
+        result = run_flow(
+            canary_rollout, collection=collection, version=version, entity=args.entity, project=args.project,
             model_uri=args.model_uri, endpoint_block=args.endpoint, policy_block=args.policy_block,
             strategy=args.strategy, steps=_steps(args.steps), bake=args.bake, final_bake=args.final_bake,
             min_requests=args.min_requests, require_approval=True if args.approve else None)

@@ -595,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wandb-block", default=None, help="a saved WandbCredentials block")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    p.add_argument("--target", default=None,
+                   help="the label column: reported as label shift, apart from the features")
+    p.add_argument("--plot-all", action="store_true",
+                   help="draw every tested feature's distributions in the summary artifact, not only the drifted")
     p.add_argument("--fail-on-drift", action="store_true",
                    help="exit 3 when drift is detected (a decision that stops a pipeline), instead of 0")
     p.add_argument("--coerce-numeric", action="store_true",
@@ -624,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
             result = drift_check(reference=args.reference, current=args.current, alpha=args.alpha,
                                  correction=args.correction, min_statistic=args.min_statistic,
                                  drift_share=args.drift_share, columns=columns, wandb_block=args.wandb_block,
-                                 log_wandb=not args.no_wandb, coerce_numeric=args.coerce_numeric)
+                                 log_wandb=not args.no_wandb, coerce_numeric=args.coerce_numeric,
+                                 target=args.target, plot_all=args.plot_all)
     except (FileNotFoundError, ValueError, ImportError, PermissionError, IsADirectoryError,
             WandbConfigError) as exc:
         sys.stderr.write(captured.getvalue())

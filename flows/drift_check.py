@@ -21,6 +21,7 @@ from prefect.events import emit_event
 
 from blocks.wandb import WandbConfigError, WandbUnavailable, retry_if_unavailable
 from flows.drift import Correction, DriftReport, check_options, ks_drift
+from flows.outcomes import decision
 
 
 def _fmt(x: Any) -> Any:
@@ -101,7 +102,27 @@ def _wandb_credentials(block: str | None) -> Any:
     return WandbCredentials.from_env()
 
 
-def publish_report(report: DriftReport, reference: str, current: str) -> None:
+def drift_figures(report: DriftReport, ref_df: Any, cur_df: Any, label_shift: Any, plot_all: bool) -> dict[str, str]:
+    """SVG per drifted feature (every tested one with `plot_all`) and for the label: reference vs
+    current distributions with D (or V) and p. Keyed by column name."""
+    from flows.plots import drift_figure
+
+    out: dict[str, str] = {}
+    shown = [f for f in report.features if f.test != "skipped" and (f.drifted or plot_all)]
+    for f in shown:
+        out[str(f.name)] = drift_figure(ref_df[f.name], cur_df[f.name], str(f.name), test=f.test,
+                                        statistic=f.effect if f.effect is not None else f.statistic,
+                                        p_value=f.p_value_adjusted if f.p_value_adjusted is not None else f.p_value)
+    if label_shift is not None and label_shift.test != "skipped" and (label_shift.drifted or plot_all):
+        out[str(label_shift.name)] = drift_figure(ref_df[label_shift.name], cur_df[label_shift.name],
+                                                  str(label_shift.name), test=label_shift.test,
+                                                  statistic=label_shift.effect, p_value=label_shift.p_value,
+                                                  label="label")
+    return out
+
+
+def publish_report(report: DriftReport, reference: str, current: str, label_shift: Any = None,
+                   figures: dict[str, str] | None = None) -> None:
     rows = [
         {"feature": f.name, "test": f.test, "statistic": _fmt(f.statistic), "p_value": _fmt(f.p_value),
          "p_value_adjusted": _fmt(f.p_value_adjusted), "drifted": f.drifted,
@@ -114,20 +135,37 @@ def publish_report(report: DriftReport, reference: str, current: str) -> None:
     verdict = f"**Drift detected** in {len(drifted)} feature(s): " + ", ".join(f"`{n}`" for n in drifted) \
         if report.drift_detected else "**No drift** detected."
     skipped = "".join(f"\n- `{f.name}` skipped: {f.reason}" for f in report.skipped)
+    figures = figures or {}
+    from flows.plots import image_markdown
+
+    shown = [f for f in report.features if str(f.name) in figures]
+    plots = "".join(f"\n\n{image_markdown(figures[str(f.name)], f'{f.name}: reference vs current')}" for f in shown)
+    label = ""
+    if label_shift is not None:
+        moved = label_shift.drifted
+        label = (f"\n\n### Label shift: `{label_shift.name}`\n\n"
+                 + ("**The label's distribution moved**" if moved else "The label's distribution did not move")
+                 + f" ({label_shift.test}, p = {_fmt(label_shift.p_value)}; reported apart from the features: "
+                   f"a label shift changes the base rate a model was calibrated on, not its inputs)"
+                 + (f"\n\n{image_markdown(figures[str(label_shift.name)], 'label: reference vs current')}"
+                    if str(label_shift.name) in figures else ""))
     create_markdown_artifact(
         key="drift-summary",
         markdown=(f"# Drift check\n\n{verdict}\n\n| | |\n|---|---|\n| current | `{current}` |\n"
                   f"| reference | `{reference}` |\n| features tested | {len(report.features) - len(report.skipped)} |\n"
                   f"| alpha | {report.alpha} ({report.correction}) |\n| min statistic | {report.min_statistic} |\n"
-                  + (f"\n### Skipped{skipped}\n" if skipped else "")),
-        description="Drift verdict",
+                  + (f"\n### Distributions{plots}\n" if plots else "")
+                  + label
+                  + (f"\n\n### Skipped{skipped}\n" if skipped else "")),
+        description="Drift verdict, with reference vs current distributions of the drifted features",
     )
 
 
 @task(name="log-to-wandb", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20],
       retry_condition_fn=retry_if_unavailable)
 def log_to_wandb(report: DriftReport | None, reference: str, current: str, wandb_block: str | None,
-                 contract: list[dict[str, Any]] | None = None, refused: list[str] | None = None) -> str | None:
+                 contract: list[dict[str, Any]] | None = None, refused: list[str] | None = None,
+                 figures: dict[str, str] | None = None) -> str | None:
     """Log the report and the data contract's rows to W&B: online with credentials, else an offline run
     kept locally. With `report` None (the contract refused the tables) the run holds the contract alone,
     so a W&B user sees why no drift statistic was computed."""
@@ -152,6 +190,8 @@ def log_to_wandb(report: DriftReport | None, reference: str, current: str, wandb
             run.log({"drift/features": table})
             run.summary["drift_detected"] = report.drift_detected
             run.summary["drifted_features"] = [f.name for f in report.drifted]
+        if figures:  # the same SVGs as the Prefect artifact
+            run.log({f"drift/plots/{name}": wandb.Html(svg) for name, svg in figures.items()})
         # online: the run's W&B path (entity/project/id, readable with wandb.Api().run); offline: its directory
         where = getattr(run, "dir", None) if offline else run.path
     except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
@@ -176,7 +216,7 @@ def log_contract(run: Any, rows: list[dict[str, Any]], refused: list[str]) -> No
         run.summary["data_contract_problems"] = list(refused)
 
 
-def emit_drift_event(report: DriftReport, reference: str, current: str) -> None:
+def emit_drift_event(report: DriftReport, reference: str, current: str, label_shift: Any = None) -> None:
     emit_event(
         event="modelops.drift.detected" if report.drift_detected else "modelops.drift.checked",
         resource=dataset_resource(current),
@@ -190,6 +230,9 @@ def emit_drift_event(report: DriftReport, reference: str, current: str) -> None:
             "features_tested": len(report.features) - len(report.skipped),
             "alpha": report.alpha,
             "correction": report.correction,
+            "label_shift": None if label_shift is None else {
+                "label": label_shift.name, "shifted": label_shift.drifted, "test": label_shift.test,
+                "p_value": label_shift.p_value, "statistic": label_shift.effect},
         },
     )
 
@@ -214,8 +257,16 @@ def drift_check(
     log_wandb: bool = True,
     event_id: str | None = None,
     coerce_numeric: bool = False,
-) -> dict[str, Any]:
-    """Compare `current` with `reference` feature by feature and report drift."""
+    target: str | None = None,
+    plot_all: bool = False,
+    model: str | None = None,
+) -> Any:
+    """Compare `current` with `reference` feature by feature and report drift.
+
+    `target` (the label column) is tested apart and reported as label shift, never as a drifted
+    feature. The summary artifact shows reference vs current distributions of every drifted feature
+    (of every tested one with `plot_all`). `model` (the registry collection trained on this data)
+    gets the verdict on its status board. Ends `Drift` or `NoDrift` (both Completed)."""
     logger = get_run_logger()
     logger.info("drift-check of %s against %s", current, reference)
     ks_drift_args = dict(alpha=alpha, correction=correction, min_statistic=min_statistic, drift_share=drift_share)
@@ -230,23 +281,45 @@ def drift_check(
             _log_quietly(None, reference, current, wandb_block, contract, refused)
         for rep in reports:
             rep.raise_for_errors()
-    report = ks_drift(ref_df, cur_df, columns=columns, **ks_drift_args)
+    names = list(columns) if columns else list(dict.fromkeys([*ref_df.columns, *cur_df.columns]))
+    label_shift = None
+    if target and target in ref_df.columns and target in cur_df.columns:
+        # the label's classes, compared as categories (chi-square), at the same alpha, not corrected
+        labels = ks_drift(ref_df[[target]].astype("string"), cur_df[[target]].astype("string"), alpha=alpha,
+                          correction="none")
+        label_shift = labels.features[0]
+        logger.info("label %s: %s (p = %s)", target, "shifted" if label_shift.drifted else "not shifted",
+                    _fmt(label_shift.p_value))
+    elif target:
+        logger.warning("label column %r is not in both tables: no label shift reported", target)
+    report = ks_drift(ref_df, cur_df, columns=[c for c in names if c != target], **ks_drift_args)
     logger.info("drift %s: %s", "DETECTED" if report.drift_detected else "not detected",
                 ", ".join(f.name for f in report.drifted) or "no feature drifted")
 
-    publish_report(report, reference, current)
+    figures = drift_figures(report, ref_df, cur_df, label_shift, plot_all)
+    publish_report(report, reference, current, label_shift, figures)
     if log_wandb:
-        _log_quietly(report, reference, current, wandb_block, contract, None)
-    emit_drift_event(report, reference, current)
-    return report.to_dict()
+        _log_quietly(report, reference, current, wandb_block, contract, None, figures)
+    emit_drift_event(report, reference, current, label_shift)
+    drifted = [f.name for f in report.drifted]
+    result = {**report.to_dict(), "target": target,
+              "label_shift": None if label_shift is None else label_shift.to_dict()}
+    if model:
+        from flows.status_board import record_drift
+
+        record_drift(model, current, reference, result)
+    return decision("Drift" if report.drift_detected else "NoDrift", success=True,
+                    message=(f"drift in {', '.join(map(str, drifted))}" if drifted else "no feature drifted")
+                    + f" ({current} against {reference})", data=result)
 
 
 def _log_quietly(report: DriftReport | None, reference: str, current: str, wandb_block: str | None,
-                 contract: list[dict[str, Any]], refused: list[str] | None) -> None:
+                 contract: list[dict[str, Any]], refused: list[str] | None,
+                 figures: dict[str, str] | None = None) -> None:
     """log_to_wandb, where W&B being down costs a warning, not the verdict; a configuration error (a
     refused key, ...) fails the run: fix it, don't hide it."""
     try:
-        log_to_wandb(report, reference, current, wandb_block, contract, refused)
+        log_to_wandb(report, reference, current, wandb_block, contract, refused, figures)
     except WandbUnavailable as exc:
         # W&B down: the verdict still goes out (the Prefect artifacts hold the report), said loudly
         get_run_logger().warning("the drift report was not logged to W&B (%s); the verdict is emitted anyway", exc)

@@ -22,11 +22,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.states import Completed
 
 from blocks.training import TrainingResult
 from blocks.wandb import WandbConfigError, retry_if_unavailable
 from flows.gate import GatePolicy, GateVerdict, evaluate_gate
+from flows.outcomes import decision, run_flow
+from flows.status_board import record_retrain
 
 DEFAULT_MODEL = "churn-model"
 DEFAULT_TARGET = "churned"
@@ -280,9 +281,10 @@ def retrain(
     The dataset is held to the data contract first (`flows.data_contract`; `data_options`:
     coerce_numeric, drop_high_cardinality, max_categories), against the production model's schema.
     `compare_production=False` gates on the floors alone (a model meant to replace production with
-    different features). A refusal - by the contract or by the gate - ends in a Completed state named
-    `Refused` and the event `modelops.model.rejected` with the reasons (`stage`: data-contract | gate);
-    a crash stays a Crashed/Failed run."""
+    different features). A registered candidate ends `Registered` (Completed); a refusal - by the
+    contract or by the gate - ends in a Failed state named `Refused` and the event
+    `modelops.model.rejected` with the reasons (`stage`: data-contract | gate); an error stays a plain
+    Failed (or Crashed) run (`flows.outcomes`)."""
     logger = get_run_logger()
     logger.info("retrain of %s on %s (reason: %s)", model, dataset, reason)
     if not dataset:
@@ -320,7 +322,8 @@ def retrain(
         log_contract_to_wandb(registry, wandb_block, dataset, model, contract)
         emit_event(event="modelops.model.rejected", resource=model_resource(registry, model),
                    related=_related(dataset), payload={**summary, "stage": "data-contract", "reasons": reasons})
-        return Completed(name="Refused", message=f"data contract: {contract.summary()}", data=summary)
+        record_retrain(model, summary, "Refused", registry)
+        return decision("Refused", success=False, message=f"data contract: {contract.summary()}", data=summary)
 
     result = train_model(trainer, dataset, hp, target)
     evaluation = evaluate_models(result, production, dataset, target, holdout_fraction, seed, wandb_block,
@@ -339,8 +342,9 @@ def retrain(
                                                               "modelops.training.job": result.job},
                    related=_related(dataset), payload={**summary, "checks": verdict.rows(), "stage": "gate",
                                                        "reasons": [verdict.reason]})
-        return Completed(name="Refused", message=f"gate: {verdict.reason}",
-                         data={**summary, "refused": "gate", "registered": None})
+        record_retrain(model, summary, "Refused", registry)
+        return decision("Refused", success=False, message=f"gate: {verdict.reason}",
+                        data={**summary, "refused": "gate", "registered": None})
 
     metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
                 "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
@@ -351,7 +355,9 @@ def retrain(
     emit_event(event="modelops.model.registered", resource=model_resource(registry, model, mv.version),
                related=_related(dataset),
                payload={**summary, "version": mv.version, "aliases": list(mv.aliases), "path": mv.path})
-    return {**summary, "registered": mv.version, "aliases": list(mv.aliases), "path": mv.path}
+    record_retrain(model, {**summary, "registered": mv.version}, "Registered", registry)
+    return decision("Registered", success=True, message=f"{model}:{mv.version} registered as candidate; {verdict.reason}",
+                    data={**summary, "registered": mv.version, "aliases": list(mv.aliases), "path": mv.path})
 
 
 def log_contract_to_wandb(registry: Any, wandb_block: str | None, dataset: str, model: str, contract: Any) -> None:
@@ -445,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_prefect_env()
     try:
-        result = retrain(dataset=args.dataset, reason=args.reason, model=args.model, target=args.target,
+        result = run_flow(retrain, dataset=args.dataset, reason=args.reason, model=args.model, target=args.target,
                          hyperparameters=params, floors=dict(args.floor) if args.floor else None,
                          max_regression=args.max_regression, trainer_block=args.trainer_block,
                          registry_block=args.registry_block, data_options=options or None,

@@ -45,6 +45,7 @@ def prefect_stack() -> Iterator[Any]:
         _SESSION_HOME / "stack",
         prefect_port=int(os.environ["MODELOPS_TEST_PREFECT_PORT"]),
         database_url=os.environ.get("MODELOPS_TEST_DATABASE_URL") or None,
+        ui=True,  # tests/test_ui_browser.py drives the UI in Chromium
     )
     stack.start_prefect()
     try:

@@ -20,6 +20,7 @@ from blocks.local_endpoint import LocalEndpoint
 from deployments.stack import ROOT, Stack
 from deployments.traffic import Traffic
 from flows.canary import canary_rollout
+from flows.outcomes import run_flow
 from tests.helpers import flow_runs, read_events, wait_until
 from training.tabular import fit, make_dataset, save_model, split
 
@@ -87,7 +88,7 @@ def test_a_good_version_is_promoted_and_the_old_one_undeployed(endpoint, models,
     coll = collection()
     stable_on(ep, models["v1"], f"{coll}:v1")
     with Traffic(st.endpoint_url, rps=60):
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 **FAST)
     assert result["outcome"] == "promoted", result
     assert [s["percent"] for s in result["steps"] if s["decision"] == "ADVANCE"] == [25, 50, 100]
@@ -115,7 +116,7 @@ def test_a_faulty_version_is_rolled_back_with_everything_on_stable(endpoint, mod
     marker = f"<!-- modelops:review-issue wandb.artifact.local/wandb-registry-model/{coll}:v3 -->"
     issue = LocalIssueStore().open_issue(f"Review {coll}:v3", f"review\n{marker}", [], [], marker)
     with Traffic(st.endpoint_url, rps=60):
-        result = canary_rollout(collection=coll, version="v3", model_uri=models["v3"],
+        result = run_flow(canary_rollout, collection=coll, version="v3", model_uri=models["v3"],
                                 endpoint_block=st.endpoint_url, **FAST)
     assert result["outcome"] == "rolled-back", result
     assert "error rate" in result["reason"]
@@ -134,7 +135,7 @@ def test_without_traffic_a_version_is_never_promoted(endpoint, models) -> None:
     st, ep = endpoint
     coll = collection()
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
-    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+    result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                             steps=[25, 100], bake=0.5, final_bake=0.5, min_requests=20, policy_block=POLICY_BLOCK)
     assert result["outcome"] == "rolled-back"
     assert [s["decision"] for s in result["steps"]] == ["HOLD", "HOLD", "HOLD"]
@@ -145,11 +146,11 @@ def test_without_traffic_a_version_is_never_promoted(endpoint, models) -> None:
 def test_the_first_model_on_an_empty_endpoint_takes_all_traffic(endpoint, models) -> None:
     st, ep = endpoint
     coll = collection()
-    result = canary_rollout(collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
+    result = run_flow(canary_rollout, collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
                             **FAST)
     assert result["outcome"] == "promoted" and result["initial"]
     assert names(ep) == {f"{coll}:v1": 100}
-    again = canary_rollout(collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
+    again = run_flow(canary_rollout, collection=coll, version="v1", model_uri=models["v1"], endpoint_block=st.endpoint_url,
                            **FAST)
     assert again["outcome"] == "already-serving"
 
@@ -160,7 +161,7 @@ def test_endpoint_errors_on_a_shift_are_retried(endpoint, models) -> None:
     stable_on(ep, models["v1"], f"{coll}:v1")
     httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 2, "status": 503})
     with Traffic(st.endpoint_url, rps=60):
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 **FAST)
     assert result["outcome"] == "promoted"
 
@@ -171,7 +172,7 @@ def test_an_endpoint_that_keeps_failing_a_shift_gets_a_safe_rollback(endpoint, m
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
     # the shift's 5 attempts fail, and the rollback's first attempt too; then it goes through
     httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 6, "status": 503})
-    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+    result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                             **FAST)
     assert result["outcome"] == "rolled-back" and "traffic shift to 25% failed" in result["reason"]
     assert ep.traffic() == {stable_id: 100} and len(ep.deployed()) == 1
@@ -226,7 +227,7 @@ def test_approval_in_the_ui(endpoint, models, prefect_api, answer, outcome) -> N
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
     waiter = _resume_when_paused(prefect_api, coll, answer)
     with Traffic(st.endpoint_url, rps=60):
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 require_approval=True, approval_timeout=8, **FAST)
     waiter.join(5)
     assert result["outcome"] == outcome, result
@@ -267,7 +268,7 @@ def test_a_rollout_that_crashed_too_often_is_rolled_back_not_resumed(endpoint, m
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
     canary_id = ep.deploy(models["v2"], f"{coll}:v2")
     ep.set_traffic({stable_id: 75, canary_id: 25})  # where the crashed run left it
-    result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+    result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                             resumed_from="crashed-run-id", resume_attempt=MAX_RESUMES + 1, **FAST)
     assert result["outcome"] == "rolled-back", result
     assert f"crashed {MAX_RESUMES + 1} times" in result["reason"]
@@ -316,7 +317,7 @@ def test_a_canary_that_answers_200_with_one_class_is_rolled_back(endpoint, model
     stable_id = stable_on(ep, models["v1"], f"{coll}:v1")
     ep.deploy(models["v2"], f"{coll}:v2", fault={"predict_class": "0"})  # no error, no slowness
     with Traffic(st.endpoint_url, rps=60) as traffic:
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 **PREDICTIONS)
     assert result["outcome"] == "rolled-back", result
     assert "predictions shifted" in result["reason"] and "scores" not in result["reason"].split(":")[0]
@@ -336,7 +337,7 @@ def test_shadow_judges_the_candidate_on_mirrored_traffic_then_walks_the_canary(e
     coll = collection()
     stable_on(ep, models["v1"], f"{coll}:v1")
     with Traffic(st.endpoint_url, rps=60), SplitWatcher(ep) as watch:
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 strategy="shadow", **PREDICTIONS)
     assert result["outcome"] == "promoted", result
     assert [s["percent"] for s in result["steps"]][:2] == [0, 25], "the shadow look comes first"
@@ -367,7 +368,7 @@ def test_a_bad_candidate_is_rejected_in_shadow_and_no_user_saw_its_answers(endpo
     counter = threading.Thread(target=count_mirrored, daemon=True)
     with Traffic(st.endpoint_url, rps=60), SplitWatcher(ep) as watch:
         counter.start()
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=st.endpoint_url,
                                 strategy="shadow", **PREDICTIONS)
     counter.join(5)
     assert result["outcome"] == "rolled-back" and result["shadow"] is True, result

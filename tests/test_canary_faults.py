@@ -242,13 +242,14 @@ def test_timeouts_on_a_shift_are_retried(endpoint, models, policy_block) -> None
     """Two shifts whose answers are lost to the client's timeout (the change landed): retried, promoted."""
     st, endpoint_block = endpoint
     from flows.canary import canary_rollout
+    from flows.outcomes import run_flow
 
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     stable_on(st.endpoint_url, models["v1"], f"{coll}:v1")
     httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 2,
                                                      "delay_ms": DELAY_MS, "applied": True})
     with Traffic(st.endpoint_url, rps=60):
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=endpoint_block,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=endpoint_block,
                                 policy_block=policy_block, steps=[25, 50, 100], bake=1.5, final_bake=1.5,
                                 min_requests=20)
     assert result["outcome"] == "promoted", result
@@ -262,13 +263,14 @@ def test_a_shift_that_keeps_hanging_ends_in_a_safe_rollback(endpoint, models, po
     first one too: the canary is rolled back, stable keeps 100%, the canary is undeployed."""
     st, endpoint_block = endpoint
     from flows.canary import canary_rollout
+    from flows.outcomes import run_flow
 
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     stable_id = stable_on(st.endpoint_url, models["v1"], f"{coll}:v1")
     httpx.post(f"{st.endpoint_url}/v1/faults", json={"method": "PUT", "path": "/v1/traffic", "count": 6,
                                                      "status": 504, "delay_ms": DELAY_MS})
     with Observer(st.endpoint_url) as observer:
-        result = canary_rollout(collection=coll, version="v2", model_uri=models["v2"], endpoint_block=endpoint_block,
+        result = run_flow(canary_rollout, collection=coll, version="v2", model_uri=models["v2"], endpoint_block=endpoint_block,
                                 policy_block=policy_block, steps=[25, 50, 100], bake=1.5, final_bake=1.5,
                                 min_requests=20)
     assert result["outcome"] == "rolled-back" and "traffic shift to 25% failed" in result["reason"], result

@@ -138,7 +138,7 @@ def test_a_gate_refusal_exits_3_and_ends_refused(home: Path, tmp_path: Path, pre
     err = capsys.readouterr().err
     assert "retrain refused by the gate" in err and "accuracy" in err and len(err.strip().splitlines()) == 1
     state = _run_state(prefect_api, model)
-    assert state["type"] == "COMPLETED" and state["name"] == "Refused", state
+    assert state["type"] == "FAILED" and state["name"] == "Refused", state
     (event,) = wait_until(lambda: model_events(prefect_api, "modelops.model.rejected", model), 30,
                           message="modelops.model.rejected")
     assert event["payload"]["stage"] == "gate" and event["payload"]["reasons"]
@@ -241,11 +241,11 @@ def test_drift_detected_event_retrains_through_the_deployment(served: Stack, dat
     (run,) = wait_until(finished, 120, message="the retrain run started by the drift event")
     assert run["state_type"] == "COMPLETED", run["state"]
     assert run["deployment_id"] and run["parameters"]["dataset"] == datasets["new"]
-    assert run["parameters"]["reason"] == "drift"
+    assert run["parameters"]["reason"] == "drift in support_calls"
 
     registry = LocalRegistry(path=str(served.home / "registry" / "model"))
     candidate = registry.get("churn-model", "candidate")
-    assert candidate.metadata["trigger_event_id"] == event_id and candidate.metadata["reason"] == "drift"
+    assert candidate.metadata["trigger_event_id"] == event_id and candidate.metadata["reason"] == "drift in support_calls"
     registered = wait_until(lambda: [e for e in model_events(served.api_url, "modelops.model.registered", "churn-model")
                                      if e["payload"]["training_job"] == candidate.metadata["training_job"]],
                             30, message="modelops.model.registered")

@@ -141,7 +141,9 @@ def test_retrain_trigger_on_drift_takes_the_drifted_dataset() -> None:
              "resource": {"prefect.resource.id": "wandb.artifact.acme/churn/churn-data:v7"},
              "payload": {"dataset": "acme/churn/churn-data:v7", "reference": "acme/churn/churn-data:reference"}}
     params = render_event_parameters(t["parameters"], event)
-    assert params == {"dataset": "acme/churn/churn-data:v7", "reason": "drift", "event_id": event["id"]}
+    assert params == {"dataset": "acme/churn/churn-data:v7", "reason": "drift in the dataset", "event_id": event["id"]}
+    event["payload"]["drifted_features"] = ["age", "plan"]
+    assert render_event_parameters(t["parameters"], event)["reason"] == "drift in age, plan"
 
 
 def test_retrain_trigger_on_a_wandb_metric_alert() -> None:
@@ -166,9 +168,10 @@ def test_canary_trigger_on_the_production_alias() -> None:
     (t,) = [t for t in d["triggers"] if t["name"] == "canary-rollout on production alias"]
     assert t["expect"] == ["wandb.artifact.alias-added"] and t["match"]["wandb.alias"] == "production"
     body = artifact_body("ADD_ARTIFACT_ALIAS", "local", "wandb-registry-model", "churn-model", "v2",
-                         alias="production")
+                         alias="production", author="ada")
     params = render_trigger_parameters(t["parameters"], body)
     assert (params["collection"], params["version"], params["entity"]) == ("churn-model", "v2", "local")
+    assert params["promoted_by"] == "ada", "the approver sees who promoted"
 
     from flows.canary import canary_rollout
     from flows.canary_verdict import CanaryPolicy
@@ -218,9 +221,11 @@ def test_canary_crash_trigger_reruns_the_rollout_with_its_parameters() -> None:
                                                  jinja_context={"flow_run": crashed}))
         return {**out, "_id": str(crashed.id)}
 
-    first = render({"collection": "churn-model", "version": "v3", "entity": "acme", "event_id": "e-1"})
+    first = render({"collection": "churn-model", "version": "v3", "entity": "acme", "event_id": "e-1",
+                    "promoted_by": "ada"})
     assert (first["collection"], first["version"], first["entity"], first["event_id"]) == ("churn-model", "v3",
                                                                                           "acme", "e-1")
+    assert first["promoted_by"] == "ada"
     assert first["resumed_from"] == first["_id"] and first["resume_attempt"] == 1, "an int, counted from 0"
     again = render({"collection": "churn-model", "version": "v3", "resume_attempt": 2})
     assert again["resume_attempt"] == 3
