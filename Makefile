@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install install-production demo demo-stop test test-postgres test-production bench clean
+.PHONY: install install-production browser demo demo-stop test test-postgres test-production bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,22 @@ install-production: $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy redis-server >/dev/null; }
 	@{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || { echo "install-production: haproxy could not be installed" >&2; exit 1; }
 
+# Debian's Chromium for the browser test and the demo's screenshots (Playwright drives it; its own
+# browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "browser: chromium could not be installed" >&2; exit 1; }
+
 demo: $(STAMP)
 	@if [ "$(TOPOLOGY)" = production ]; then $(MAKE) --no-print-directory install-production; fi
-	KEEP=$(KEEP) TOPOLOGY=$(TOPOLOGY) $(PY) -m deployments.demo
+	@if [ -n "$(SCREENSHOTS)" ]; then $(MAKE) --no-print-directory browser; fi
+	KEEP=$(KEEP) TOPOLOGY=$(TOPOLOGY) SCREENSHOTS=$(SCREENSHOTS) $(PY) -m deployments.demo
 
 demo-stop: $(STAMP)
 	$(PY) -m deployments.demo stop
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@$(PY) -m pytest -q --ignore=tests/production $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - that is a failure here" >&2; fi; \
 	exit $$rc

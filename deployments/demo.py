@@ -20,6 +20,8 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
+
 from deployments.scenario import Settings
 from deployments.stack import ROOT, Stack, free_port, port_is_free
 
@@ -105,6 +107,15 @@ def main() -> int:
         print(summary(results) if results else "  no step finished", flush=True)
         print(f"\nPrefect UI: {stack.ui_url}  (flow runs, artifacts, events, automations, blocks)")
         print(f"Review issues: {HOME / 'issues'}   Registry: {HOME / 'registry'}")
+        shots = os.environ.get("SCREENSHOTS", "")
+        if shots and results:
+            try:
+                from deployments.screenshots import capture, demo_pages
+
+                for path in capture(stack.ui_url, Path(shots), demo_pages(stack.api_url)):
+                    print(f"screenshot: {path}")
+            except Exception as exc:  # noqa: BLE001 - the story's outcome does not depend on the pictures
+                print(f"screenshots not taken: {type(exc).__name__}: {exc}", file=sys.stderr)
         if keep and ok:
             PIDS.write_text(json.dumps({s.name: s.proc.pid for s in stack.services.values()}))
             print("KEEP=1: the stack is still running; stop it with `make demo-stop`.")

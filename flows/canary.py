@@ -320,19 +320,27 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001
             _logger().warning("canary figure not drawn: %s", exc)
 
+    def figure(self) -> str | None:
+        from flows.plots import canary_figure
+
+        if not self.looks:
+            return None
+        p = self.policy or CanaryPolicy()
+        return canary_figure(self.looks, max_error_rate=p.max_error_rate, min_latency_increase=p.min_latency_increase,
+                             title=f"{self.resource.get('prefect.resource.name', 'canary')}: canary vs stable per look")
+
     def plot(self, outcome: str | None = None) -> None:
         """The markdown artifact `<table key>-report`: per look, each arm's error rate (with the ceiling)
         and median latency (with the comparative floor), and the decisions so far."""
         from prefect.artifacts import create_markdown_artifact
 
-        from flows.plots import canary_figure, image_markdown
+        from flows.plots import image_markdown
 
-        if not self.looks:
+        svg = self.figure()
+        if svg is None:
             return
         name = self.resource.get("prefect.resource.name", "canary")
         p = self.policy or CanaryPolicy()
-        svg = canary_figure(self.looks, max_error_rate=p.max_error_rate, min_latency_increase=p.min_latency_increase,
-                            title=f"{name}: canary vs stable per look")
         decisions = "\n".join(f"| {k['label']} | {k['decision']} | {_one_line(k['reasons'])[:200]} |" for k in self.looks)
         create_markdown_artifact(
             key=f"{self.table_key}-report",
@@ -541,6 +549,7 @@ def canary_rollout(
     prefect.yaml's trigger that reruns a crashed rollout (its worker or host died); after
     `MAX_RESUMES` crashes the rollout is rolled back instead. `promoted_by` (the W&B user who moved the
     alias, from the trigger) is shown to an approver."""
+    recorders: list[Recorder] = []  # the rollout's recorder, for W&B below
     result = _roll_out(**locals())  # the parameters, as given
     state = outcome_state(result)
     from flows.retrain import resolve_registry
@@ -551,6 +560,8 @@ def canary_rollout(
     except Exception:  # noqa: BLE001 - the board reads the default registry then
         registry = None
     record_canary(collection, result, state.name, registry)
+    if recorders and registry is not None:
+        log_rollout_to_wandb(registry, result["model"], state.name, recorders[0].rows, recorders[0].figure())
     return state
 
 
@@ -596,8 +607,10 @@ def _roll_out(
     resumed_from: str | None = None,
     resume_attempt: int = 0,
     promoted_by: str | None = None,
+    recorders: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """canary-rollout's body: returns the result, whose `outcome` names the final state."""
+    """canary-rollout's body: returns the result, whose `outcome` names the final state (its Recorder is
+    appended to `recorders`)."""
     logger = get_run_logger()
     name = f"{collection}:{version}"
     if resumed_from:
@@ -625,6 +638,8 @@ def _roll_out(
         table_key=f"canary-{_key(collection)}-{_key(version)}",
         policy=policy,
     )
+    if recorders is not None:
+        recorders.append(rec)
     started = time.monotonic()
     result: dict[str, Any] = {"model": name, "strategy": policy.strategy, "steps": []}
 
@@ -724,6 +739,34 @@ def _roll_out(
     comment_on_review_issue(resource_id, f"Canary of `{name}` **promoted**: 100% of the traffic, "
                                          f"`{stable.display_name}` undeployed.")
     return {**result, "outcome": "promoted", "split": split, "replaced": stable.display_name}
+
+
+def log_rollout_to_wandb(registry: Any, name: str, outcome: str, rows: list[dict[str, Any]], svg: str | None) -> str | None:
+    """Where the registry is W&B: a run (job type `canary-rollout`) with the look table, the figure and
+    the outcome in its summary, so the rollout's evidence sits beside the model in W&B. Best effort."""
+    creds = getattr(registry, "credentials", None)
+    if creds is None:
+        return None
+    logger = _logger()
+    try:
+        import wandb
+
+        run = creds.init_run(job_type="canary-rollout", config={"model": name})
+        try:
+            if rows:
+                columns = list(dict.fromkeys(k for row in rows for k in row))
+                run.log({"canary/looks": wandb.Table(columns=columns, data=[
+                    [None if row.get(c) is None else row.get(c) if isinstance(row.get(c), (int, float)) else str(row.get(c))
+                     for c in columns] for row in rows])})
+            if svg:
+                run.log({"canary/figure": wandb.Html(svg)})
+            run.summary["outcome"] = outcome
+        finally:
+            run.finish()
+        return getattr(run, "path", None)
+    except Exception as exc:  # noqa: BLE001 - the rollout's outcome does not depend on W&B
+        logger.warning("the rollout of %s was not logged to W&B: %s", name, exc)
+        return None
 
 
 def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: DeployedModel, reason: str,

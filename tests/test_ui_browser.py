@@ -5,6 +5,7 @@ version. Screenshots of each page are kept in the test's directory."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -63,8 +64,9 @@ def test_the_operator_answers_in_the_resume_form_and_sees_outcomes_figures_and_t
     registry.register(coll, models["v2"], metadata={"demo_fault": {"error_rate": 0.5}})
     stable = ep.deploy(models["v1"], f"{coll}:v0")
     ep.set_traffic({stable: 100})
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    # MODELOPS_SCREENSHOTS=docs/screenshots keeps them for the README (the Resume form is only here)
+    shots = Path(os.environ.get("MODELOPS_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
 
     # 1. a rollout waiting for approval, answered "no" in the Resume form
     outcome: dict[str, Any] = {}

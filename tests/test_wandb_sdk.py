@@ -484,3 +484,23 @@ def test_the_fake_refuses_what_it_does_not_serve_and_checks_answers_against_the_
         assert bad.status_code == 400 and "fails the SDK's model" in bad.text and "ServerFeaturesQuery" in bad.text
     assert {"ArtifactMembershipByName", "LinkArtifact", "CreateAutomation", "IntegrationsByEntity",
             "ServerFeaturesQuery"} <= set(sdk_operation_models())
+
+
+def test_a_rollouts_evidence_is_logged_beside_the_model_in_wandb(fake: FakeWandb) -> None:
+    """canary-rollout with a W&B registry logs its look table, figure and outcome to a W&B run."""
+    from flows.canary import log_rollout_to_wandb
+    from flows.plots import canary_figure
+
+    rows = [{"look": 1, "step": "50%", "decision": "rollback", "canary error rate": "30.00%", "p errors": 1e-9}]
+    svg = canary_figure([{"label": "50%", "canary_error_rate": 0.3, "stable_error_rate": 0.01,
+                          "canary_p50_ms": 80.0, "stable_p50_ms": 78.0}], max_error_rate=0.05,
+                        min_latency_increase=0.1, title="churn:v9")
+    registry = WandbRegistry(credentials=credentials(fake), org=ORG)
+    path = log_rollout_to_wandb(registry, "churn:v9", "RolledBack", rows, svg)
+    assert path, "logged online"
+    (run,) = [r for r in fake.runs.values() if r.job_type == "canary-rollout" and r.config.get("model") == "churn:v9"]
+    remote = credentials(fake).get_api().run(f"{ENTITY}/{PROJECT}/{run.name}")
+    assert remote.summary["outcome"] == "RolledBack"
+    (looks,) = [a for a in remote.logged_artifacts() if a.type == "run_table"]
+    assert looks.get("canary/looks").data[0][:3] == [1, "50%", "rollback"]
+    assert log_rollout_to_wandb(object(), "churn:v9", "RolledBack", rows, svg) is None, "no W&B registry: nothing"
