@@ -339,6 +339,24 @@ class GitHubRepository(Block):
             new = issue.create_comment(body)
             return CommentRef(id=new.id, url=new.html_url, created=True)
 
+    def mark_outcome(self, issue_number: int, labels: Sequence[str], *, close: bool = False,
+                     remove: Sequence[str] = ()) -> list[str]:
+        """Add `labels` to the issue (dropping `remove`), and close it as completed with `close`.
+        Idempotent: labels it has are kept once, a closed issue stays closed. Returns its labels."""
+        missing = f"issue #{issue_number} was not found in {self.repository!r} at {self.base_url}"
+        with self._translate_errors(not_found=missing):
+            issue = self._get_repo().get_issue(issue_number)
+            have = [label.name for label in issue.labels]
+            want = [n for n in dict.fromkeys([*have, *labels]) if n not in set(remove) - set(labels)]
+            changes: dict[str, Any] = {}
+            if want != have:
+                changes["labels"] = want
+            if close and issue.state != "closed":
+                changes.update(state="closed", state_reason="completed")
+            if changes:
+                issue.edit(**changes)
+            return want
+
     def _get_repo(self) -> Repository:
         # lazy: no GET /repos/{repo} of its own; a wrong name shows as a 404 on the first real call
         return self.get_client(lazy=True).get_repo(self.repository)

@@ -80,14 +80,44 @@ class LocalIssueStore(Block):
                 f"created: {datetime.now(timezone.utc).isoformat()}\n---\n"
             )
             _atomic_write(path, front + body)
-            index[key] = {"number": number, "url": path.as_uri(), "title": title, "marker": marker}
+            index[key] = {"number": number, "url": path.as_uri(), "title": title, "marker": marker,
+                          "labels": list(labels), "state": "open"}
             _atomic_write(directory / "index.json", json.dumps(index, indent=1))
         return IssueRef(number=number, url=path.as_uri(), title=title, created=True)
 
-    def comment(self, issue_number: int, body: str) -> None:
+    def comment(self, issue_number: int, body: str, *, marker: str | None = None) -> None:
+        """Append a comment; with `marker` (contained in `body`), an earlier comment carrying it is kept
+        and nothing is written (as `GitHubRepository.comment`)."""
+        if marker is not None and (not marker or marker not in body):
+            raise ValueError("body must contain the (non-empty) marker")
         path = self.directory() / f"{issue_number:05d}.md"
-        with _store_lock(self.directory()), path.open("a") as fh:
-            fh.write(f"\n\n---\n**Comment ({datetime.now(timezone.utc).isoformat()})**\n\n{body}\n")
+        with _store_lock(self.directory()):
+            if marker is not None and path.exists() and marker in path.read_text():
+                return
+            with path.open("a") as fh:
+                fh.write(f"\n\n---\n**Comment ({datetime.now(timezone.utc).isoformat()})**\n\n{body}\n")
+
+    def issue(self, issue_number: int) -> dict[str, Any]:
+        """The index entry of an issue: number, url, title, labels, state."""
+        for entry in self._index().values():
+            if entry["number"] == issue_number:
+                return {"labels": [], "state": "open", **entry}
+        raise KeyError(f"no issue #{issue_number} in {self.directory()}")
+
+    def mark_outcome(self, issue_number: int, labels: list[str], *, close: bool = False,
+                     remove: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Labels (and the closed state) kept in the index, as GitHub keeps them. Idempotent."""
+        directory = self.directory()
+        with _store_lock(directory):
+            index = self._index()
+            key = next(k for k, e in index.items() if e["number"] == issue_number)
+            entry = index[key]
+            have = list(entry.get("labels") or [])
+            entry["labels"] = [n for n in dict.fromkeys([*have, *labels]) if n not in set(remove) - set(labels)]
+            if close:
+                entry["state"] = "closed"
+            _atomic_write(directory / "index.json", json.dumps(index, indent=1))
+            return entry["labels"]
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -38,6 +38,7 @@ class RolloutPolicy(Block):
     require_approval: bool = False
     approve_before_full: bool = False
     approval_timeout_seconds: float = 3600
+    close_issue_on_promote: bool = Field(default=False, description="Close the review issue once its version is promoted.")
 
     @model_validator(mode="after")
     def _valid(self) -> "RolloutPolicy":

@@ -237,11 +237,24 @@ class LocalRegistry(Block):
             mv = self._version(d, target.version, current)
         return self._with_delivery(mv)
 
-    def remove_alias(self, collection: str, alias: str) -> None:
+    def remove_alias(self, collection: str, alias: str, version: str | None = None) -> None:
+        """Take `alias` away (only from `version` when given: another holder keeps it). No webhook:
+        W&B sends none for a removed alias either."""
         with self._locked(collection) as d:
             current = self._aliases(d)
-            if current.pop(alias, None) is not None:
+            if alias in current and (version is None or current[alias] == version):
+                del current[alias]
                 _write_json(d / "aliases.json", current)
+
+    def update_metadata(self, collection: str, version: str, patch: Mapping[str, Any]) -> ModelVersion:
+        """Merge `patch` into the version's metadata (top-level keys replaced). No webhook."""
+        with self._locked(collection) as d:
+            target = self.get(collection, version)
+            f = d / target.version / "version.json"
+            info = json.loads(f.read_text())
+            info["metadata"] = {**info.get("metadata", {}), **json.loads(json.dumps(dict(patch), default=str))}
+            _write_json(f, info)
+            return self._version(d, target.version, self._aliases(d))
 
     # -- announcements ----------------------------------------------------------------------------
     def _outbox(self) -> Path:
@@ -460,6 +473,26 @@ class WandbRegistry(Block):
                 artifact.save()
             except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
                 raise self.credentials.failure(exc, f"giving {alias} to {self.path(collection, version)}") from None
+        return self.get(collection, artifact.version)
+
+    def remove_alias(self, collection: str, alias: str, version: str | None = None) -> None:
+        """Take `alias` away from the version holding it (only from `version` when given)."""
+        artifact = self._artifact(collection, version or alias)
+        if alias in artifact.aliases:
+            artifact.aliases.remove(alias)
+            try:
+                artifact.save()
+            except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+                raise self.credentials.failure(exc, f"removing {alias} from {self.path(collection, version)}") from None
+
+    def update_metadata(self, collection: str, version: str, patch: Mapping[str, Any]) -> ModelVersion:
+        """Merge `patch` into the version's metadata (top-level keys replaced), saved to W&B."""
+        artifact = self._artifact(collection, version)
+        artifact.metadata = {**dict(artifact.metadata or {}), **json.loads(json.dumps(dict(patch), default=str))}
+        try:
+            artifact.save()
+        except Exception as exc:  # noqa: BLE001 - translated: which server, what to check
+            raise self.credentials.failure(exc, f"updating the metadata of {self.path(collection, version)}") from None
         return self.get(collection, artifact.version)
 
     def download(self, mv: ModelVersion) -> str:

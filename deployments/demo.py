@@ -105,6 +105,8 @@ def main() -> int:
     finally:
         print(f"\nSummary ({time.monotonic() - started:.0f}s)", flush=True)
         print(summary(results) if results else "  no step finished", flush=True)
+        if results:
+            print("\n" + scenario.where_it_stands(), flush=True)
         print(f"\nPrefect UI: {stack.ui_url}  (flow runs, artifacts, events, automations, blocks)")
         print(f"Review issues: {HOME / 'issues'}   Registry: {HOME / 'registry'}")
         shots = os.environ.get("SCREENSHOTS", "")

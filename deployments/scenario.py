@@ -80,11 +80,13 @@ class Scenario:
         runs = httpx.post(f"{self.stack.api_url}/flow_runs/filter", json=body, timeout=10).json()
         return [r for r in runs if all(str(r["parameters"].get(k)) == v for k, v in params.items())]
 
-    def wait_run(self, flow: str, **params: str) -> dict[str, Any]:
+    def wait_run(self, flow: str, newer_than: dict[str, Any] | None = None, **params: str) -> dict[str, Any]:
+        """The first finished run of `flow` with `params` (created after `newer_than`, when given)."""
         deadline = time.monotonic() + self.settings.timeout
         announced = False
         while time.monotonic() < deadline:
-            found = self.runs(flow, **params)
+            found = [r for r in self.runs(flow, **params)
+                     if newer_than is None or (r["created"] > newer_than["created"] and r["id"] != newer_than["id"])]
             if found and not announced:
                 self.say(f"  automation started {flow} run '{found[0]['name']}': {self.link(found[0])}")
                 announced = True
@@ -270,6 +272,31 @@ class Scenario:
                    f"{canary['state_name']}, {outcome}: {reason}; split {split}",
                    canary["state_type"] == "FAILED" and canary["state_name"] == "RolledBack"
                    and split == {f"{MODEL}:{good}": 100} and outcome == "rolled-back", [canary])
+        # the registry tells the truth: production back on what serves, the faulty version marked
+        aliases = self.aliases()
+        self.check("(c) registry after the rollback", f"production {good} (serving), rolled-back {bad.version}",
+                   ", ".join(f"{a} {v}" for a, v in sorted(aliases.items())),
+                   aliases.get("production") == good and aliases.get("rolled-back") == bad.version
+                   and aliases.get("candidate") != bad.version, [canary])
+        # moving production back announced it like a promotion: that rollout finds it serving, and stops
+        again = self.wait_run("canary-rollout", collection=MODEL, version=good, newer_than=canary)
+        self.check(f"(c) production back on {good}: no new rollout", "AlreadyServing, split unchanged",
+                   f"{again['state_name']}, split {self.split_names()}",
+                   again["state_name"] == "AlreadyServing" and self.split_names() == {f"{MODEL}:{good}": 100},
+                   [again])
+
+    def where_it_stands(self) -> str:
+        """The registry's aliases beside the endpoint's split (they must agree)."""
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(self.aliases().items())) or "none"
+        try:
+            split = ", ".join(f"{k} {v}%" for k, v in self.split_names().items())
+        except Exception as exc:  # noqa: BLE001 - the endpoint may be gone already
+            split = f"unreadable ({exc})"
+        return f"registry {MODEL}: {aliases}\nendpoint: {split}"
+
+    def aliases(self, kind: str = "model") -> dict[str, str]:
+        return {a: mv.version for mv in self.registry(kind).versions(MODEL if kind == "model" else DATASET)
+                for a in mv.aliases}
 
 
 def _model_id(version: str) -> str:

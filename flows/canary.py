@@ -33,7 +33,7 @@ from prefect.input import RunInput
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
 from flows.canary_judge import JudgedLook, walk
 from flows.canary_verdict import CanaryPolicy, Look
-from flows.outcomes import decision, run_flow
+from flows.outcomes import decision, run_flow, run_link
 
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
@@ -402,21 +402,34 @@ def look_row(judged: JudgedLook) -> dict[str, Any]:
     }
 
 
-def comment_on_review_issue(resource_id: str, text: str) -> str | None:
-    """Best effort: comment on the model version's review issue when one exists."""
+OUTCOME_LABELS = {"promoted": "promoted", "rolled-back": "rolled-back", "rejected": "rejected"}
+
+
+def report_on_review_issue(resource_id: str, outcome: str, text: str, *, close: bool = False) -> str | None:
+    """Best effort: tell the model version's review issue how its rollout ended - one comment per
+    outcome (a rerun after a crash finds it by its marker and writes nothing), the outcome's label
+    (`promoted` / `rolled-back` / `rejected`, the others removed), a link to the run, and with `close`
+    the issue closed as completed. Returns the issue's URL, or None when it has none."""
     from flows.review_issue import resolve_issue_backend
 
     logger = get_run_logger()
     marker = f"<!-- modelops:review-issue {resource_id} -->"
+    outcome_marker = f"<!-- modelops:outcome {resource_id} {outcome} -->"
+    run_name, run_url = run_link()
+    body = text + (f"\n\nRun: [{run_name}]({run_url})" if run_url else "") + f"\n\n{outcome_marker}"
     try:
         backend = resolve_issue_backend(os.environ.get("MODELOPS_GITHUB_BLOCK"))
         ref = backend.find_issue(marker)
         if ref is None:
             return None
-        backend.comment(ref.number, text)
+        backend.comment(ref.number, body, marker=outcome_marker)
+        label = OUTCOME_LABELS.get(outcome)
+        if label and hasattr(backend, "mark_outcome"):
+            backend.mark_outcome(ref.number, [label], close=close,
+                                 remove=[v for v in OUTCOME_LABELS.values() if v != label])
         return ref.url
     except Exception as exc:  # noqa: BLE001 - the rollout's outcome does not depend on the comment
-        logger.warning("could not comment on the review issue: %s", exc)
+        logger.warning("could not report on the review issue: %s", exc)
         return None
 
 
@@ -559,10 +572,59 @@ def canary_rollout(
         registry = resolve_registry(registry_block)
     except Exception:  # noqa: BLE001 - the board reads the default registry then
         registry = None
+    if registry is not None and result.get("outcome") in OUTCOME_STATES:
+        try:
+            result["registry"] = update_registry(registry, collection, version, result)
+        except Exception:  # noqa: BLE001 - said in the task's log with the fix; the outcome stands
+            result["registry"] = None
     record_canary(collection, result, state.name, registry)
     if recorders and registry is not None:
         log_rollout_to_wandb(registry, result["model"], state.name, recorders[0].rows, recorders[0].figure())
     return state
+
+
+def _version_of(display_name: str | None, collection: str) -> str | None:
+    """The registry version a deployed model is (`<collection>:<version>`), or None."""
+    if not display_name or ":" not in display_name:
+        return None
+    coll, _, version = display_name.rpartition(":")
+    return version if coll == collection else None
+
+
+@task(name="update-registry", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def update_registry(registry: Any, collection: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Make the registry tell what the endpoint does (`flows.registry_sync`): production on the version
+    that serves, the rolled-out version marked with what happened. Returns the aliases after it; a
+    registry that cannot be written is a warning with what to fix by hand, never a changed outcome."""
+    from flows.registry_sync import plan_registry_update
+
+    logger = get_run_logger()
+    outcome = result["outcome"]
+    serving = version if outcome in ("promoted", "already-serving") else _version_of(result.get("stable"), collection)
+    note = {"outcome": outcome, "reason": result.get("reason") or result.get("comment") or "",
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run": run_link()[1]}
+    try:
+        aliases = {a: mv.version for mv in registry.versions(collection) for a in mv.aliases}
+        if version not in {mv.version for mv in registry.versions(collection)}:
+            logger.info("%s:%s is not in the registry: nothing to record there", collection, version)
+            return aliases
+        steps = plan_registry_update(outcome=outcome, version=version, serving=serving,
+                                     previous=_version_of(result.get("replaced"), collection), aliases=aliases,
+                                     note=note)
+        for step in steps:
+            if step.op == "set-alias":
+                registry.set_alias(collection, step.version, step.alias)
+            elif step.op == "remove-alias":
+                registry.remove_alias(collection, step.alias, step.version)
+            else:
+                registry.update_metadata(collection, step.version, step.patch or {})
+            logger.info("registry: %s", step.describe())
+        return {a: mv.version for mv in registry.versions(collection) for a in mv.aliases}
+    except Exception as exc:  # noqa: BLE001 - retried by the task; then said, with the fix
+        logger.error("the registry was not updated after the %s of %s:%s (%s): set `production` to %s by hand "
+                     "(python -m flows.registry promote %s:%s)", outcome, collection, version, exc,
+                     serving or "the serving version", collection, serving or "<version>")
+        raise
 
 
 OUTCOME_STATES = {"promoted": ("Promoted", True), "already-serving": ("AlreadyServing", True),
@@ -681,6 +743,9 @@ def _roll_out(
             logger.warning("rollout of %s rejected: %s", name, answer.comment or "no comment")
             rec.event("rolled-back", {"model": name, "rejected": True, "reason": f"rejected: {answer.comment}",
                                       "stable": stable.display_name})
+            report_on_review_issue(resource_id, "rejected", f"Rollout of `{name}` **not approved**: "
+                                                            f"{answer.comment or 'no comment'}. Nothing was shifted; "
+                                                            f"`{stable.display_name}` keeps 100%.")
             return {**result, "outcome": "rejected", "comment": answer.comment, "split": check_invariant(endpoint),
                     "stable": stable.display_name}
         result["approval"] = answer.comment
@@ -736,9 +801,10 @@ def _roll_out(
     rec.progress(100, f"{name} promoted")
     rec.final("promoted")
     rec.event("promoted", {"model": name, "replaced": stable.display_name, "split": split, "steps": result["steps"]})
-    comment_on_review_issue(resource_id, f"Canary of `{name}` **promoted**: 100% of the traffic, "
-                                         f"`{stable.display_name}` undeployed.")
-    return {**result, "outcome": "promoted", "split": split, "replaced": stable.display_name}
+    issue = report_on_review_issue(resource_id, "promoted", f"Canary of `{name}` **promoted**: 100% of the traffic, "
+                                                            f"`{stable.display_name}` undeployed.",
+                                   close=policy.close_issue_on_promote)
+    return {**result, "outcome": "promoted", "split": split, "replaced": stable.display_name, "review_issue": issue}
 
 
 def log_rollout_to_wandb(registry: Any, name: str, outcome: str, rows: list[dict[str, Any]], svg: str | None) -> str | None:
@@ -775,8 +841,8 @@ def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: Deplo
     rec.final(f"rolled back ({_one_line(reason)[:120]})")
     rec.event("rolled-back", {"model": name, "stable": stable.display_name, "reason": reason, "split": split,
                               "steps": result["steps"], "shadow": bool(result.get("shadow"))})
-    issue = comment_on_review_issue(resource_id, f"Canary of `{name}` **rolled back**: {reason}\n\n"
-                                                 f"100% of the traffic is on `{stable.display_name}`.")
+    issue = report_on_review_issue(resource_id, "rolled-back", f"Canary of `{name}` **rolled back**: {reason}\n\n"
+                                                               f"100% of the traffic is on `{stable.display_name}`.")
     return {**result, "outcome": "rolled-back", "reason": reason, "split": split, "review_issue": issue,
             "stable": stable.display_name}
 

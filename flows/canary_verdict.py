@@ -208,6 +208,8 @@ class CanaryPolicy:
     require_approval: bool = False
     approve_before_full: bool = False
     approval_timeout_seconds: float = 3600.0
+    #: close the review issue (as completed) once its version is promoted
+    close_issue_on_promote: bool = False
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -247,7 +249,7 @@ class CanaryPolicy:
             raise ValueError(f"on_hold_limit must be 'rollback' or 'pause', got {self.on_hold_limit!r}")
         if self.on_resume not in get_args(OnResume):
             raise ValueError(f"on_resume must be 'continue' or 'rollback', got {self.on_resume!r}")
-        for name in ("require_approval", "approve_before_full"):
+        for name in ("require_approval", "approve_before_full", "close_issue_on_promote"):
             set_(name, _boolean(getattr(self, name), name))
         shortest = self.min_duration_seconds
         if self.deadline_seconds < shortest:

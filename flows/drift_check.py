@@ -302,6 +302,13 @@ def drift_check(
         _log_quietly(report, reference, current, wandb_block, contract, None, figures)
     emit_drift_event(report, reference, current, label_shift)
     drifted = [f.name for f in report.drifted]
+    from flows.dataset_notes import note_on_dataset
+
+    note_on_dataset(current, "drift", {
+        "drift_detected": report.drift_detected, "drifted_features": [str(n) for n in drifted],
+        "label_shifted": bool(label_shift and label_shift.drifted), "reference": reference},
+        alias="drifted" if report.drift_detected else None,
+        wandb=_wandb_credentials(wandb_block) if _is_wandb_ref(current) else None)
     result = {**report.to_dict(), "target": target,
               "label_shift": None if label_shift is None else label_shift.to_dict()}
     if model:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DECISION_NAMES", "decision", "run_flow"]
+__all__ = ["DECISION_NAMES", "decision", "run_flow", "run_link"]
 
 #: state names of decisions (never of errors): their result is the flow's answer, whatever the type
 DECISION_NAMES = frozenset({"Promoted", "AlreadyServing", "RolledBack", "Rejected", "Registered", "Refused",
@@ -51,3 +51,15 @@ def run_flow(flow: Any, /, **parameters: Any) -> Any:
     if state.name in DECISION_NAMES:
         return state.result(raise_on_failure=False)
     return state.result()
+
+
+def run_link() -> tuple[str | None, str | None]:
+    """(name, UI URL) of the flow run this code runs in, as the engine's "View at" line links it
+    (`/runs/flow-run/<id>`); (None, None) outside a run."""
+    from prefect.runtime import flow_run
+    from prefect.utilities.urls import url_for
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return None, None
+    return flow_run.get_name(), url_for("flow-run", obj_id=run_id)

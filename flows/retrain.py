@@ -323,6 +323,7 @@ def retrain(
         emit_event(event="modelops.model.rejected", resource=model_resource(registry, model),
                    related=_related(dataset), payload={**summary, "stage": "data-contract", "reasons": reasons})
         record_retrain(model, summary, "Refused", registry)
+        _note(dataset, wandb_block, {"model": model, "outcome": "refused", "stage": "data-contract", "reasons": reasons})
         return decision("Refused", success=False, message=f"data contract: {contract.summary()}", data=summary)
 
     result = train_model(trainer, dataset, hp, target)
@@ -343,6 +344,8 @@ def retrain(
                    related=_related(dataset), payload={**summary, "checks": verdict.rows(), "stage": "gate",
                                                        "reasons": [verdict.reason]})
         record_retrain(model, summary, "Refused", registry)
+        _note(dataset, wandb_block, {"model": model, "outcome": "refused", "stage": "gate", "reasons": [verdict.reason],
+                                     "metrics": evaluation["candidate"], "training_job": result.job})
         return decision("Refused", success=False, message=f"gate: {verdict.reason}",
                         data={**summary, "refused": "gate", "registered": None})
 
@@ -356,6 +359,7 @@ def retrain(
                related=_related(dataset),
                payload={**summary, "version": mv.version, "aliases": list(mv.aliases), "path": mv.path})
     record_retrain(model, {**summary, "registered": mv.version}, "Registered", registry)
+    _note(dataset, wandb_block, {"model": model, "outcome": "registered", "version": mv.version, "path": mv.path})
     return decision("Registered", success=True, message=f"{model}:{mv.version} registered as candidate; {verdict.reason}",
                     data={**summary, "registered": mv.version, "aliases": list(mv.aliases), "path": mv.path})
 
@@ -386,6 +390,17 @@ def log_contract_to_wandb(registry: Any, wandb_block: str | None, dataset: str, 
         logger.info("the data contract's refusal is logged to W&B: %s", getattr(run, "path", run.id))
     except Exception as exc:  # noqa: BLE001 - the refusal stands; W&B's answer is only reported
         logger.warning("the data contract's refusal was not logged to W&B: %s", exc)
+
+
+def _note(dataset: str, wandb_block: str | None, note: dict[str, Any]) -> None:
+    """The retrain's outcome on the dataset version it trained on (`flows.dataset_notes`), best effort."""
+    from flows.dataset_notes import note_on_dataset
+
+    try:
+        creds = _wandb_for(dataset, wandb_block)
+    except Exception:  # noqa: BLE001 - no W&B credentials: a W&B dataset gets no note
+        creds = None
+    note_on_dataset(dataset, "retrain", note, wandb=creds)
 
 
 def _related(dataset: str) -> list[dict[str, str]]:

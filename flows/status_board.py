@@ -87,9 +87,10 @@ def _now() -> str:
 
 
 def _run() -> dict[str, Any]:
-    from prefect.runtime import flow_run
+    from flows.outcomes import run_link
 
-    return {"run_name": flow_run.get_name(), "run_url": flow_run.get_flow_run_ui_url(), "at": _now()}
+    name, url = run_link()
+    return {"run_name": name, "run_url": url, "at": _now()}
 
 
 def _update(collection: str, part: str, value: dict[str, Any], registry: Any = None) -> None:

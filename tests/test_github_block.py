@@ -585,3 +585,23 @@ def test_a_match_on_the_first_page_fetches_no_second_page(block, fake):
 
     assert block.find_issue(MARKER, ["model-review"]).number == 151
     assert fake.requests.count(("GET", f"/repos/{REPO}/issues")) == 1
+
+
+def test_the_outcome_label_replaces_the_others_and_a_promoted_issue_can_be_closed(block, fake):
+    ref = open_review(block)
+    assert block.mark_outcome(ref.number, ["rolled-back"], remove=["promoted", "rejected"]) == [
+        *[label["name"] for label in fake.issues[0]["labels"] if label["name"] != "rolled-back"], "rolled-back"]
+    block.mark_outcome(ref.number, ["rolled-back"], remove=["promoted", "rejected"])  # idempotent: no edit
+    edits = [r for r in fake.requests if r == ("PATCH", f"/repos/{REPO}/issues/{ref.number}")]
+    assert len(edits) == 1
+    labels = block.mark_outcome(ref.number, ["promoted"], close=True, remove=["rolled-back", "rejected"])
+    assert "promoted" in labels and "rolled-back" not in labels
+    issue = fake.issues[0]
+    assert issue["state"] == "closed" and issue["state_reason"] == "completed"
+    assert [label["name"] for label in issue["labels"]] == labels
+    # one comment per outcome: the marker finds the earlier one
+    first = block.comment(ref.number, "promoted <!-- modelops:outcome x promoted -->",
+                          marker="<!-- modelops:outcome x promoted -->")
+    again = block.comment(ref.number, "promoted <!-- modelops:outcome x promoted -->",
+                          marker="<!-- modelops:outcome x promoted -->")
+    assert first.created and not again.created and first.id == again.id

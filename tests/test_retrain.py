@@ -17,6 +17,7 @@ import pytest
 
 from blocks.registry import LocalRegistry
 from deployments.stack import Stack
+from flows.outcomes import run_flow
 from flows.retrain import main as retrain_cli
 from flows.retrain import retrain
 from tests.helpers import flow_runs, read_events, wait_until
@@ -85,7 +86,7 @@ def test_candidate_is_judged_against_production_on_the_same_rows(home: Path, dat
 def test_a_candidate_below_the_floor_is_rejected_and_not_registered(home: Path, datasets: dict[str, str],
                                                                     prefect_api: str) -> None:
     model = f"churn-{uuid.uuid4().hex[:6]}"
-    result = retrain(dataset=datasets["old"], model=model, floors={"accuracy": 0.99})
+    result = run_flow(retrain, dataset=datasets["old"], model=model, floors={"accuracy": 0.99})
     assert not result["passed"] and result["registered"] is None
     assert "accuracy" in result["gate"] and "breaks the floor 0.99" in result["gate"]
     assert LocalRegistry().versions(model) == []

@@ -13,7 +13,7 @@ import pytest
 
 from deployments.scenario import Scenario, Settings, summary
 from deployments.stack import Stack
-from tests.helpers import read_events
+from tests.helpers import read_events, wait_until
 
 DEPLOYMENTS = ("review-issue", "drift-check", "retrain", "canary-rollout")
 FAST = Settings(rps=50, steps=(25, 100), bake=2.5, final_bake=1.5, min_requests=20, rows=2500, timeout=180)
@@ -54,10 +54,33 @@ def test_the_whole_chain(stack: Stack) -> None:
         "(a) review issue for churn-model:v0", "(a) canary of churn-model:v0",
         "(b) drift-check of the new version", "(b) retrain on the drifted data",
         "(b) review issue for churn-model:v1", "(b) canary of churn-model:v1 against v0",
-        "(c) canary of the faulty churn-model:v2",
+        "(c) canary of the faulty churn-model:v2", "(c) registry after the rollback",
+        "(c) production back on v1: no new rollout",
     ], report
     assert all(r.ok for r in results), report
     assert all(r.links for r in results), "every step links its flow run in the UI"
+
+    # no loop: moving production back started one rollout of v1 (AlreadyServing) and one review run,
+    # which found v1's issue; once every delivery is in Prefect and every run has ended, that is all
+    def quiet() -> bool:
+        health = httpx.get(f"http://127.0.0.1:{stack.receiver_port}/healthz", timeout=10).json()
+        runs = httpx.post(f"{stack.api_url}/flow_runs/filter", json={"limit": 200}, timeout=10).json()
+        return health["outbox"]["pending"] == 0 and health["outbox"].get("sent", 0) == 0 and all(
+            r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in runs
+            if r["parameters"].get("collection") == "churn-model")
+    wait_until(quiet, 120, message="every delivery stored and every run ended")
+    canaries = [r for r in Scenario(stack, FAST).runs("canary-rollout") if r["parameters"].get("collection") == "churn-model"]
+    per_version = sorted((r["parameters"]["version"], r["state_name"]) for r in canaries)
+    assert per_version == [("v0", "Promoted"), ("v1", "AlreadyServing"), ("v1", "Promoted"), ("v2", "RolledBack")], \
+        per_version
+    issues = sorted(p.name for p in (stack.home / "issues").glob("*.md"))
+    assert len(issues) == 3, f"one review issue per promoted version, none for the restore: {issues}"
+    from blocks.local import LocalIssueStore
+
+    store = LocalIssueStore(path=str(stack.home / "issues"))
+    marker = "<!-- modelops:review-issue wandb.artifact.local/wandb-registry-model/churn-model:{} -->"
+    assert "rolled-back" in store.issue(store.find_issue(marker.format("v2")).number)["labels"]
+    assert "promoted" in store.issue(store.find_issue(marker.format("v1")).number)["labels"]
 
     # the same, read back from Prefect's events: the chain ran through automations
     model = "wandb.artifact.local/wandb-registry-model/churn-model"

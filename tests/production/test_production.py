@@ -106,7 +106,7 @@ def test_the_whole_chain_through_two_workers(stack: ProductionStack) -> None:
     lines: list[str] = []
     results = Scenario(stack, FAST, lines.append).run()
     report = summary(results) + "\n" + "\n".join(lines)
-    assert len(results) == 8 and all(r.ok for r in results), report
+    assert len(results) == 10 and all(r.ok for r in results), report
 
     runs = [r for d in ("review-issue", "drift-check", "retrain", "canary-rollout") for r in runs_of(stack.api_url, d)]
     assert runs and all(r["work_pool_name"] == POOL for r in runs), "deployments created by prefect deploy --all"
