@@ -504,3 +504,30 @@ def test_a_rollouts_evidence_is_logged_beside_the_model_in_wandb(fake: FakeWandb
     (looks,) = [a for a in remote.logged_artifacts() if a.type == "run_table"]
     assert looks.get("canary/looks").data[0][:3] == [1, "50%", "rollback"]
     assert log_rollout_to_wandb(object(), "churn:v9", "RolledBack", rows, svg) is None, "no W&B registry: nothing"
+
+
+def test_the_w_and_b_registry_tells_the_truth_after_a_rollback(fake: FakeWandb, tmp_path: Path,
+                                                              prefect_api: str) -> None:
+    """canary-rollout's update-registry through the real SDK: production back on what serves, the
+    rolled-back version marked (alias and metadata), candidate cleared from it."""
+    from prefect import flow
+
+    from flows.canary import update_registry
+
+    registry = WandbRegistry(credentials=credentials(fake), org=ORG)
+    coll = f"churn-{uuid.uuid4().hex[:6]}"
+    registry.register(coll, model_file(tmp_path, b"v0"), aliases=["production"])
+    registry.register(coll, model_file(tmp_path, b"v1"), metadata={"metrics": {"accuracy": 0.9}}, aliases=["candidate"])
+    registry.set_alias(coll, "v1", "production")
+
+    @flow(name="wandb-registry-sync")
+    def sync() -> dict[str, str]:
+        return update_registry(registry, coll, "v1", {"model": f"{coll}:v1", "outcome": "rolled-back",
+                                                      "reason": "errors 4% vs 1%", "stable": f"{coll}:v0"})
+
+    assert sync() == {"production": "v0", "rolled-back": "v1"}
+    v1 = registry.get(coll, "v1")
+    assert v1.aliases == ("rolled-back",) and v1.metadata["metrics"] == {"accuracy": 0.9}, "metadata merged"
+    assert v1.metadata["rollout"]["outcome"] == "rolled-back" and v1.metadata["rollout"]["reason"] == "errors 4% vs 1%"
+    assert registry.get(coll, "production").version == "v0"
+    assert sync() == {"production": "v0", "rolled-back": "v1"}, "a rerun changes nothing"
