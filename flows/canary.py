@@ -482,18 +482,46 @@ def approval_evidence(collection: str, version: str, stable: DeployedModel, poli
 
 
 
+#: Prefect's own pause deadline is set this much after ours: a pause that expires on the server can only
+#: end Failed ("... never resumed"), never in the rollout's own `Rejected` state
+PAUSE_MARGIN_SECONDS = 300
+
+
 def ask_approval(description: str, timeout: float) -> Approval:
-    """Pause for an operator (Resume form in the UI); a timeout counts as a rejection."""
+    """Pause for an operator (Resume form in the UI); no answer within `timeout` counts as a rejection.
+
+    The run answers itself at the deadline (resumed with approve off and "no answer within ...") so it
+    ends `Rejected` like any rejection; Prefect's pause timeout is only a backstop past it."""
+    import threading
+
     from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
+    from prefect.flow_runs import pause_flow_run, resume_flow_run
+    from prefect.runtime import flow_run
 
     logger = get_run_logger()
     logger.info("waiting for approval: %s", description)
+    no_answer = f"no answer within {timeout:g}s"
+
+    def reject_at_deadline(run_id: str) -> None:
+        try:
+            resume_flow_run(run_id, run_input={"approve": False, "comment": no_answer})
+            logger.warning("approval: %s; rejected", no_answer)
+        except Exception as exc:  # noqa: BLE001 - an operator answered first, or the run is gone
+            logger.info("approval deadline: not resumed (%s)", exc)
+
+    run_id = flow_run.get_id()
+    timer = threading.Timer(max(1.0, timeout), reject_at_deadline, args=(run_id,)) if run_id else None
+    if timer:
+        timer.daemon = True
+        timer.start()
     try:
         answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description, approve=True),
-                                timeout=int(max(1, timeout)), poll_interval=1)
+                                timeout=int(max(1, timeout)) + PAUSE_MARGIN_SECONDS, poll_interval=1)
     except FlowPauseTimeout:
-        return Approval(approve=False, comment=f"no answer within {timeout:g}s")
+        return Approval(approve=False, comment=no_answer)
+    finally:
+        if timer:
+            timer.cancel()
     return answer if isinstance(answer, Approval) else Approval(approve=False, comment="no input")
 
 

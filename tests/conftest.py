@@ -67,3 +67,33 @@ def proxy(prefect_stack: Any) -> Iterator[Any]:
     p = TcpProxy(prefect_stack.prefect_port)
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def churn_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two real churn models (trained on the demo data, seeds 1 and 2) as files: v1, v2."""
+    from training.tabular import fit, make_dataset, save_model, split
+
+    out = {}
+    for name, seed in (("v1", 1), ("v2", 2)):
+        train, _ = split(make_dataset(1200, seed=seed), "churned")
+        out[name] = str(save_model(fit(train, "churned", {}), tmp_path_factory.mktemp(f"churn-{name}")))
+    return out
+
+
+@pytest.fixture()
+def local_endpoint(tmp_path: Path, prefect_stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """A local model endpoint of its own (and MODELOPS_HOME, the local registry and issue store, in the
+    test's directory): (its Stack, a LocalEndpoint client)."""
+    from blocks.local_endpoint import LocalEndpoint
+    from deployments.stack import Stack
+
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    for name in ("MODELOPS_RECEIVER_URL", "MODELOPS_REGISTRY_BLOCK", "MODELOPS_GITHUB_BLOCK"):
+        monkeypatch.delenv(name, raising=False)
+    st = Stack(tmp_path / "stack", prefect_port=prefect_stack.prefect_port)
+    st.start_endpoint("--seed", "5")
+    try:
+        yield st, LocalEndpoint(url=st.endpoint_url)
+    finally:
+        st.stop()

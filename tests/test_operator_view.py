@@ -9,19 +9,16 @@ import re
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from blocks.local_endpoint import LocalEndpoint
-from deployments.stack import Stack
 from deployments.traffic import Traffic
 from flows.outcomes import run_flow
 from tests.helpers import flow_runs, wait_until
-from training.tabular import fit, make_dataset, save_model, split
 
 FAST = dict(steps=[50, 100], bake=2.0, final_bake=1.0, min_requests=20)
 
@@ -108,38 +105,12 @@ def test_drift_shows_distributions_and_reports_the_label_apart(prefect_api: str,
 # ---------------------------------------------------------------------------------------------- canary
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    out = {}
-    for name, seed in (("v1", 1), ("v2", 2)):
-        train, _ = split(make_dataset(1200, seed=seed), "churned")
-        out[name] = str(save_model(fit(train, "churned", {}), tmp_path_factory.mktemp(name)))
-    return out
-
-
-@pytest.fixture()
-def endpoint(tmp_path: Path, prefect_api: str) -> Iterator[tuple[Stack, LocalEndpoint]]:
-    st = Stack(tmp_path, prefect_port=int(prefect_api.rsplit(":", 1)[1].split("/")[0]))
-    st.start_endpoint("--seed", "5")
-    try:
-        yield st, LocalEndpoint(url=st.endpoint_url)
-    finally:
-        st.stop()
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MODELOPS_RECEIVER_URL", raising=False)
-    monkeypatch.delenv("MODELOPS_REGISTRY_BLOCK", raising=False)
-    return tmp_path / "home"
-
-
-def test_a_rollback_is_a_red_state_with_its_tasks_plot_and_board(endpoint, models, prefect_api, home) -> None:
+def test_a_rollback_is_a_red_state_with_its_tasks_plot_and_board(local_endpoint, churn_models, prefect_api) -> None:
     from blocks.registry import LocalRegistry
     from flows.canary import canary_rollout
 
-    st, ep = endpoint
+    st, ep = local_endpoint
+    models = churn_models
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     registry = LocalRegistry()
     registry.register(coll, models["v1"], aliases=["production"])
@@ -154,12 +125,13 @@ def test_a_rollback_is_a_red_state_with_its_tasks_plot_and_board(endpoint, model
     assert (run["state_type"], run["state_name"]) == ("FAILED", "RolledBack")
     assert run["state"]["message"].startswith("rolled back: ") and f"{coll}:v0" in run["state"]["message"]
     tasks = task_names(prefect_api, run["id"])
-    assert tasks[:2] == ["deploy-canary", "shift-traffic"] and tasks[-2:] == ["roll-back-traffic", "undeploy"], tasks
+    assert tasks[:2] == ["deploy-canary", "shift-traffic"], tasks
+    assert tasks[-3:] == ["roll-back-traffic", "undeploy", "update-registry"], tasks
 
     report = artifact(prefect_api, f"canary-{coll}-v1-report")["data"]
     (svg,) = svg_images(report)
     assert "error rate (%)" in svg and "median latency (ms)" in svg and "ceiling 5%" in svg
-    assert "**rolled back (" in report and "| 50% | rollback |" in report
+    assert "**rolled back (" in report and "| 50% | ROLLBACK | canary error rate" in report
     board = artifact(prefect_api, f"model-status-{coll}")["data"]
     assert f"| serving (endpoint) | **{coll}:v0** (100% of the traffic)" in board, board
     assert f"canary of {coll}:v1 | **RolledBack**" in board and "[canary-" in board
@@ -173,10 +145,11 @@ def test_a_rollback_is_a_red_state_with_its_tasks_plot_and_board(endpoint, model
     assert (again["state_type"], again["state_name"]) == ("COMPLETED", "AlreadyServing")
 
 
-def test_a_promotion_ends_promoted_with_a_promote_task(endpoint, models, prefect_api, home) -> None:
+def test_a_promotion_ends_promoted_with_a_promote_task(local_endpoint, churn_models, prefect_api) -> None:
     from flows.canary import canary_rollout
 
-    st, ep = endpoint
+    st, ep = local_endpoint
+    models = churn_models
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     stable = ep.deploy(models["v1"], f"{coll}:v1")
     ep.set_traffic({stable: 100})
@@ -186,7 +159,7 @@ def test_a_promotion_ends_promoted_with_a_promote_task(endpoint, models, prefect
     assert result["outcome"] == "promoted", result
     run = run_of(prefect_api, "canary-rollout", f"canary-{coll}-v2")
     assert (run["state_type"], run["state_name"]) == ("COMPLETED", "Promoted")
-    assert task_names(prefect_api, run["id"])[-1] == "promote"
+    assert task_names(prefect_api, run["id"])[-2:] == ["promote", "update-registry"]
     board = artifact(prefect_api, f"model-status-{coll}")["data"]
     assert f"| serving (endpoint) | **{coll}:v2** (100% of the traffic)" in board and "**Promoted**" in board
 
@@ -202,14 +175,15 @@ def lenient_policy(prefect_api: str) -> None:
     RolloutPolicy(min_latency_increase=1.0).save(LENIENT.split("/", 1)[1], overwrite=True)
 
 
-def test_the_approval_form_carries_the_evidence(endpoint, models, prefect_api, home) -> None:
+def test_the_approval_form_carries_the_evidence(local_endpoint, churn_models, prefect_api) -> None:
     from prefect.flow_runs import resume_flow_run
 
     from blocks.registry import LocalRegistry
     from flows.canary import canary_rollout
     from flows.gate import GatePolicy, evaluate_gate
 
-    st, ep = endpoint
+    st, ep = local_endpoint
+    models = churn_models
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     verdict = evaluate_gate({"accuracy": 0.91, "f1": 0.88}, {"accuracy": 0.90, "f1": 0.86}, GatePolicy())
     registry = LocalRegistry()

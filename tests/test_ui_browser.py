@@ -9,53 +9,33 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from blocks.local_endpoint import LocalEndpoint
 from deployments.screenshots import artifact_id, browser, images_loaded
-from deployments.stack import Stack
 from deployments.traffic import Traffic
 from flows.outcomes import run_flow
 from tests.helpers import flow_runs, wait_until
-from training.tabular import fit, make_dataset, save_model, split
 
 LENIENT = "rollout-policy/ui-browser-latency-lenient"
 FAST = dict(steps=[50, 100], bake=2.0, final_bake=1.0, min_requests=20, policy_block=LENIENT)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> dict[str, str]:
+@pytest.fixture(scope="module", autouse=True)
+def lenient_policy(prefect_api: str) -> None:
     from blocks.policy import RolloutPolicy
 
     RolloutPolicy(min_latency_increase=1.0).save(LENIENT.split("/", 1)[1], overwrite=True)
-    out = {}
-    for name, seed in (("v1", 1), ("v2", 2)):
-        train, _ = split(make_dataset(1200, seed=seed), "churned")
-        out[name] = str(save_model(fit(train, "churned", {}), tmp_path_factory.mktemp(name)))
-    return out
-
-
-@pytest.fixture()
-def endpoint(tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stack, LocalEndpoint]]:
-    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MODELOPS_RECEIVER_URL", raising=False)
-    monkeypatch.delenv("MODELOPS_REGISTRY_BLOCK", raising=False)
-    st = Stack(tmp_path / "stack", prefect_port=int(prefect_api.rsplit(":", 1)[1].split("/")[0]))
-    st.start_endpoint("--seed", "9")
-    try:
-        yield st, LocalEndpoint(url=st.endpoint_url)
-    finally:
-        st.stop()
 
 
 def test_the_operator_answers_in_the_resume_form_and_sees_outcomes_figures_and_the_board(
-        endpoint, models, prefect_stack: Any, tmp_path: Path) -> None:
+        local_endpoint, churn_models, prefect_stack: Any, tmp_path: Path) -> None:
     from blocks.registry import LocalRegistry
     from flows.canary import canary_rollout
 
-    st, ep = endpoint
+    st, ep = local_endpoint
+    models = churn_models
     ui, api = prefect_stack.ui_url, prefect_stack.api_url
     coll = f"churn-{uuid.uuid4().hex[:6]}"
     registry = LocalRegistry()
@@ -90,16 +70,18 @@ def test_the_operator_answers_in_the_resume_form_and_sees_outcomes_figures_and_t
         form.locator("textarea").fill("latency budget is spent this week")
         page.screenshot(path=str(shots / "resume-form.png"))
         form.get_by_role("button", name="Submit").click()
-        waiting.join(120)
-        assert outcome["result"]["outcome"] == "rejected", outcome
-        assert outcome["result"]["comment"] == "latency budget is spent this week"
-        assert ep.traffic() == {stable: 100}
+    waiting.join(120)
+    assert outcome["result"]["outcome"] == "rejected", outcome
+    assert outcome["result"]["comment"] == "latency budget is spent this week"
+    assert ep.traffic() == {stable: 100}
 
-        # 2. a faulty version rolled back
-        with Traffic(st.endpoint_url, rps=50):
-            rolled = run_flow(canary_rollout, collection=coll, version="v2", endpoint_block=st.endpoint_url, **FAST)
-        assert rolled["outcome"] == "rolled-back", rolled
+    # 2. a faulty version rolled back (flows run outside the browser's block: Playwright's sync API
+    # owns the thread's event loop while it is open)
+    with Traffic(st.endpoint_url, rps=50):
+        rolled = run_flow(canary_rollout, collection=coll, version="v2", endpoint_block=st.endpoint_url, **FAST)
+    assert rolled["outcome"] == "rolled-back", rolled
 
+    with browser() as page:
         # 3. the runs list shows the outcomes by name
         page.goto(f"{ui}/runs")
         page.get_by_text(f"canary-{coll}-v2").first.wait_for()
