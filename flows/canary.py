@@ -314,9 +314,9 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn costs a warning, not the rollout
             _logger().warning("canary figure not drawn: %s", exc)
 
-    def final(self, outcome: str) -> None:
+    def final(self, outcome: str, reason: str = "") -> None:
         try:
-            self.plot(outcome)
+            self.plot(outcome, reason)
         except Exception as exc:  # noqa: BLE001
             _logger().warning("canary figure not drawn: %s", exc)
 
@@ -329,7 +329,7 @@ class Recorder:
         return canary_figure(self.looks, max_error_rate=p.max_error_rate, min_latency_increase=p.min_latency_increase,
                              title=f"{self.resource.get('prefect.resource.name', 'canary')}: canary vs stable per look")
 
-    def plot(self, outcome: str | None = None) -> None:
+    def plot(self, outcome: str | None = None, reason: str = "") -> None:
         """The markdown artifact `<table key>-report`: per look, each arm's error rate (with the ceiling)
         and median latency (with the comparative floor), and the decisions so far."""
         from prefect.artifacts import create_markdown_artifact
@@ -345,6 +345,7 @@ class Recorder:
         create_markdown_artifact(
             key=f"{self.table_key}-report",
             markdown=(f"# Canary of `{name}`" + (f": **{outcome}**" if outcome else "") + "\n\n"
+                      + (f"{_one_line(reason)}\n\n" if reason else "")
                       + image_markdown(svg, f"{name}: error rate and median latency per look") + "\n\n"
                       + f"Dashed: the error-rate ceiling ({p.max_error_rate:.0%}, any window); dotted: stable's "
                         f"median + {p.min_latency_increase:.0%}, the smallest latency increase that can fail a look. "
@@ -866,7 +867,7 @@ def log_rollout_to_wandb(registry: Any, name: str, outcome: str, rows: list[dict
 def _rolled_back(rec: Recorder, result: dict[str, Any], name: str, stable: DeployedModel, reason: str,
                  split: dict[str, int], resource_id: str) -> dict[str, Any]:
     rec.progress(100, f"{name} rolled back: {reason}")
-    rec.final(f"rolled back ({_one_line(reason)[:120]})")
+    rec.final("rolled back", reason)
     rec.event("rolled-back", {"model": name, "stable": stable.display_name, "reason": reason, "split": split,
                               "steps": result["steps"], "shadow": bool(result.get("shadow"))})
     issue = report_on_review_issue(resource_id, "rolled-back", f"Canary of `{name}` **rolled back**: {reason}\n\n"

@@ -131,7 +131,7 @@ def test_a_rollback_is_a_red_state_with_its_tasks_plot_and_board(local_endpoint,
     report = artifact(prefect_api, f"canary-{coll}-v1-report")["data"]
     (svg,) = svg_images(report)
     assert "error rate (%)" in svg and "median latency (ms)" in svg and "ceiling 5%" in svg
-    assert "**rolled back (" in report and "| 50% | ROLLBACK | canary error rate" in report
+    assert ": **rolled back**\n\ncanary error rate" in report and "| 50% | ROLLBACK | canary error rate" in report
     board = artifact(prefect_api, f"model-status-{coll}")["data"]
     assert f"| serving (endpoint) | **{coll}:v0** (100% of the traffic)" in board, board
     assert f"canary of {coll}:v1 | **RolledBack**" in board and "[canary-" in board
