@@ -131,3 +131,75 @@ def test_the_review_issue_gets_one_comment_and_one_label_per_outcome(prefect_api
     probe("promoted", close=True)
     assert store.issue(ref.number)["labels"] == ["model-review", "promoted"]
     assert store.issue(ref.number)["state"] == "closed"
+
+
+# ---------------------------------------------------------------------------------------------- every outcome
+
+
+LENIENT = "rollout-policy/registry-sync-latency-lenient"
+FAST = dict(steps=[50, 100], bake=2.0, final_bake=1.0, min_requests=20, policy_block=LENIENT)
+
+
+@pytest.mark.parametrize("outcome", ["promoted", "rolled-back", "rejected", "crashed-and-rerun"])
+def test_after_every_outcome_production_names_what_serves_and_the_issue_says_so(
+        outcome: str, local_endpoint: Any, churn_models: dict[str, str], prefect_api: str) -> None:
+    """The real canary flow on a real endpoint, with the local registry and issue store: after each
+    outcome the registry's `production` is the version serving 100%, and the review issue is labelled."""
+    import threading
+
+    from prefect.flow_runs import resume_flow_run
+
+    from blocks.local import LocalIssueStore
+    from blocks.policy import RolloutPolicy
+    from blocks.registry import LocalRegistry
+    from deployments.traffic import Traffic
+    from flows.canary import canary_rollout
+    from flows.outcomes import run_flow
+    from tests.helpers import flow_runs, wait_until
+
+    RolloutPolicy(min_latency_increase=1.0).save(LENIENT.split("/", 1)[1], overwrite=True)
+    st, ep = local_endpoint
+    coll = f"churn-{uuid.uuid4().hex[:6]}"
+    reg = LocalRegistry()
+    reg.register(coll, churn_models["v1"], aliases=["production"])  # v0 serves
+    fault = {"demo_fault": {"error_rate": 0.5}} if outcome == "rolled-back" else {}
+    reg.register(coll, churn_models["v2"], metadata=fault, aliases=["candidate"])  # v1 is promoted
+    reg.set_alias(coll, "v1", "production")
+    stable = ep.deploy(churn_models["v1"], f"{coll}:v0")
+    ep.set_traffic({stable: 100})
+    resource = f"wandb.artifact.local/wandb-registry-model/{coll}:v1"
+    store = LocalIssueStore()
+    issue = store.open_issue(f"Review {coll}:v1", f"<!-- modelops:review-issue {resource} -->", ["model-review"],
+                             [], f"<!-- modelops:review-issue {resource} -->")
+    kwargs: dict[str, Any] = dict(collection=coll, version="v1", endpoint_block=st.endpoint_url, **FAST)
+    if outcome == "rejected":
+        def answer() -> None:
+            (fr,) = wait_until(lambda: [r for r in flow_runs(prefect_api, flow_name="canary-rollout")
+                                        if r["name"] == f"canary-{coll}-v1" and r["state_type"] == "PAUSED"], 90,
+                               message="the paused rollout")
+            resume_flow_run(fr["id"], run_input={"approve": False, "comment": "not now"})
+
+        threading.Thread(target=answer, daemon=True).start()
+        kwargs.update(require_approval=True, approval_timeout=120)
+    if outcome == "crashed-and-rerun":  # what a crashed run leaves: the canary deployed, at 50%
+        canary = ep.deploy(reg.get(coll, "v1").uri, f"{coll}:v1")
+        ep.set_traffic({stable: 50, canary: 50})
+        kwargs.update(resumed_from="crashed-run", resume_attempt=1)
+    with Traffic(st.endpoint_url, rps=50):
+        result = run_flow(canary_rollout, **kwargs)
+    expected = {"promoted": "promoted", "rolled-back": "rolled-back", "rejected": "rejected",
+                "crashed-and-rerun": "promoted"}[outcome]
+    assert result["outcome"] == expected, result
+    by_id = {m.id: m.display_name for m in ep.deployed()}
+    ((serving_id, share),) = ep.traffic().items()
+    assert share == 100
+    assert f"{coll}:{reg.get(coll, 'production').version}" == by_id[serving_id], "production is what serves"
+    aliases = {a: mv.version for mv in reg.versions(coll) for a in mv.aliases}
+    if expected == "promoted":
+        assert aliases == {"production": "v1", "previous-production": "v0"}, aliases
+    else:
+        assert aliases == {"production": "v0", expected: "v1"}, aliases
+        assert reg.get(coll, "v1").metadata["rollout"]["outcome"] == expected
+    assert expected in store.issue(issue.number)["labels"]
+    text = (Path(store.directory()) / f"{issue.number:05d}.md").read_text()
+    assert text.count(f"<!-- modelops:outcome {resource} {expected} -->") == 1

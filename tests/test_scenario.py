@@ -82,6 +82,17 @@ def test_the_whole_chain(stack: Stack) -> None:
     assert "rolled-back" in store.issue(store.find_issue(marker.format("v2")).number)["labels"]
     assert "promoted" in store.issue(store.find_issue(marker.format("v1")).number)["labels"]
 
+    # the datasets say what happened to them: v1 drifted, and the retrain on it registered churn-model:v1
+    from blocks.registry import LocalRegistry
+
+    datasets = LocalRegistry(path=str(stack.home / "registry" / "dataset"), registry="dataset")
+    v0, v1 = datasets.get("churn-data", "v0"), datasets.get("churn-data", "v1")
+    assert v0.metadata["drift"]["drift_detected"] is False and "drifted" not in v0.aliases
+    assert v1.metadata["drift"]["drift_detected"] is True and "drifted" in v1.aliases
+    assert "churned" not in v1.metadata["drift"]["drifted_features"], "the label is reported apart"
+    assert v1.metadata["retrain"]["outcome"] == "registered" and v1.metadata["retrain"]["version"] == "v1"
+    assert "/runs/flow-run/" in v1.metadata["drift"]["run"]
+
     # the same, read back from Prefect's events: the chain ran through automations
     model = "wandb.artifact.local/wandb-registry-model/churn-model"
     promoted = {e["resource"]["wandb.version"] for e in read_events(stack.api_url, event="modelops.canary.promoted",
