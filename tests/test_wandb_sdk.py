@@ -356,6 +356,9 @@ def test_drift_report_is_logged_to_a_wandb_run_and_reads_back(
     assert contract.columns[:3] == ["table", "column", "type"]
     assert {(row[0], row[1]) for row in contract.data} >= {("reference", "age"), ("current", "age")}
     assert remote.summary["data_contract"] == "passed"
+    # the same figures as the Prefect artifact, one per drifted feature
+    plots = {k for k in remote.summary.keys() if k.startswith("drift/plots/")}
+    assert plots == {f"drift/plots/{name}" for name in drifted}, plots
 
 
 def test_a_refusal_by_the_data_contract_is_in_wandb_too(
