@@ -41,6 +41,7 @@ def fake() -> Iterator[FakeWandb]:
 def _isolated(fake: FakeWandb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(tmp_path / "wandb-artifacts"))  # not ./artifacts in the repo
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT", "MODELOPS_REGISTRY_BLOCK",
                  "MODELOPS_RECEIVER_URL"):
         monkeypatch.delenv(name, raising=False)
