@@ -33,7 +33,7 @@ from prefect.input import RunInput
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
 from flows.canary_judge import JudgedLook, walk
 from flows.canary_verdict import CanaryPolicy, Look
-from flows.outcomes import decision, run_flow, run_link
+from flows.outcomes import decision, one_line, run_flow, run_link
 
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
@@ -341,11 +341,11 @@ class Recorder:
             return
         name = self.resource.get("prefect.resource.name", "canary")
         p = self.policy or CanaryPolicy()
-        decisions = "\n".join(f"| {k['label']} | {k['decision']} | {_one_line(k['reasons'])[:200]} |" for k in self.looks)
+        decisions = "\n".join(f"| {k['label']} | {k['decision']} | {one_line(k['reasons'])[:200]} |" for k in self.looks)
         create_markdown_artifact(
             key=f"{self.table_key}-report",
             markdown=(f"# Canary of `{name}`" + (f": **{outcome}**" if outcome else "") + "\n\n"
-                      + (f"{_one_line(reason)}\n\n" if reason else "")
+                      + (f"{one_line(reason)}\n\n" if reason else "")
                       + image_markdown(svg, f"{name}: error rate and median latency per look") + "\n\n"
                       + f"Dashed: the error-rate ceiling ({p.max_error_rate:.0%}, any window); dotted: stable's "
                         f"median + {p.min_latency_increase:.0%}, the smallest latency increase that can fail a look. "
@@ -469,14 +469,14 @@ def approval_evidence(collection: str, version: str, stable: DeployedModel, poli
                 "; metrics " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
                 if metrics else ""))
     except Exception as exc:  # noqa: BLE001 - the approver is told what is missing, the question stands
-        lines.append(f"- registry: not readable here ({_one_line(exc)[:160]})")
+        lines.append(f"- registry: not readable here ({one_line(exc)[:160]})")
     try:
         ref = resolve_issue_backend(os.environ.get("MODELOPS_GITHUB_BLOCK")).find_issue(
             f"<!-- modelops:review-issue {resource_id} -->")
         lines.append(f"- review issue: [{ref.title or f'#{ref.number}'}]({ref.url})" if ref else
                      "- review issue: none found")
     except Exception as exc:  # noqa: BLE001
-        lines.append(f"- review issue: not readable here ({_one_line(exc)[:160]})")
+        lines.append(f"- review issue: not readable here ({one_line(exc)[:160]})")
     lines += ["", "Approve to start the rollout; switch **approve** off and say why in **comment** to reject it "
                   "(nothing is shifted)."]
     return "\n".join(lines)
@@ -846,13 +846,12 @@ def log_rollout_to_wandb(registry: Any, name: str, outcome: str, rows: list[dict
     try:
         import wandb
 
+        from flows.drift_check import wandb_table
+
         run = creds.init_run(job_type="canary-rollout", config={"model": name})
         try:
             if rows:
-                columns = list(dict.fromkeys(k for row in rows for k in row))
-                run.log({"canary/looks": wandb.Table(columns=columns, data=[
-                    [None if row.get(c) is None else row.get(c) if isinstance(row.get(c), (int, float)) else str(row.get(c))
-                     for c in columns] for row in rows])})
+                run.log({"canary/looks": wandb_table(rows)})
             if svg:
                 run.log({"canary/figure": wandb.Html(svg)})
             run.summary["outcome"] = outcome
@@ -941,13 +940,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2, default=str))
     if result["outcome"] in ("promoted", "already-serving"):
         return 0
-    print(f"canary-rollout {result['outcome']}: {_one_line(result.get('reason') or 'no reason recorded')}",
+    print(f"canary-rollout {result['outcome']}: {one_line(result.get('reason') or 'no reason recorded')}",
           file=sys.stderr)
     return 3
 
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
 
 
 def _steps(text: str | None) -> list[int] | None:

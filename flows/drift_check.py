@@ -202,15 +202,20 @@ def log_to_wandb(report: DriftReport | None, reference: str, current: str, wandb
     return where
 
 
+def wandb_table(rows: list[dict[str, Any]]) -> Any:
+    """Rows (dicts, as for a Prefect table artifact) as a `wandb.Table`: one column per key, numbers
+    kept, anything else as text."""
+    import wandb
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns] for row in rows])
+
+
 def log_contract(run: Any, rows: list[dict[str, Any]], refused: list[str]) -> None:
     """The data contract's rows as the W&B table `data_contract` of `run`, and its verdict in the
     summary (`data_contract`: passed | refused, `data_contract_problems`)."""
-    import wandb
-
     if rows:
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        run.log({"data_contract": wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns]
-                                                                   for row in rows])})
+        run.log({"data_contract": wandb_table(rows)})
     run.summary["data_contract"] = "refused" if refused else "passed"
     if refused:
         run.summary["data_contract_problems"] = list(refused)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DECISION_NAMES", "decision", "run_flow", "run_link"]
+__all__ = ["DECISION_NAMES", "decision", "one_line", "run_flow", "run_link"]
 
 #: state names of decisions (never of errors): their result is the flow's answer, whatever the type
 DECISION_NAMES = frozenset({"Promoted", "AlreadyServing", "RolledBack", "Rejected", "Registered", "Refused",
@@ -40,7 +40,7 @@ def decision(name: str, *, success: bool, message: str, data: Any) -> Any:
 
     if name not in DECISION_NAMES:
         raise ValueError(f"unknown outcome state {name!r}; one of {sorted(DECISION_NAMES)}")
-    message = " ".join(str(message).split())[:1000]
+    message = one_line(message)[:1000]
     return (Completed if success else Failed)(name=name, message=message, data=data)
 
 
@@ -63,3 +63,8 @@ def run_link() -> tuple[str | None, str | None]:
     if not run_id:
         return None, None
     return flow_run.get_name(), url_for("flow-run", obj_id=run_id)
+
+
+def one_line(text: Any) -> str:
+    """`text` (a message, an exception) on one line: its whitespace runs collapsed to single spaces."""
+    return " ".join(str(text).split())

@@ -26,7 +26,7 @@ from prefect.events import emit_event
 from blocks.training import TrainingResult
 from blocks.wandb import WandbConfigError, retry_if_unavailable
 from flows.gate import GatePolicy, GateVerdict, evaluate_gate
-from flows.outcomes import decision, run_flow
+from flows.outcomes import decision, one_line, run_flow
 from flows.status_board import record_retrain
 
 DEFAULT_MODEL = "churn-model"
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":
