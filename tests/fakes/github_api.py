@@ -110,7 +110,7 @@ class FakeGitHub(LoopbackServer):
         self._faults: list[_Fault] = []
         self._stalls: list[_Stall] = []
         self._chaos: _Chaos | None = None
-        self.injected: list[tuple[str, str, int, bool]] = []  # (method, path, status, landed) by chaos
+        self.injected: list[tuple[str, str, int, bool]] = []  # (method, path, status, landed): every fault
         self.timeline: list[tuple[float, str, str, int]] = []  # (time.monotonic(), method, path, status)
         self._lock = threading.RLock()
         self._ids = 1000
@@ -260,6 +260,7 @@ class FakeGitHub(LoopbackServer):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
+                self.injected.append((method, path, fault.status, fault.land))
                 return fault
         return None
 
