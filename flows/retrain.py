@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from prefect.events import emit_event
 from blocks.training import TrainingResult
 from blocks.wandb import WandbConfigError, retry_if_unavailable
 from flows.gate import GatePolicy, GateVerdict, evaluate_gate
-from flows.outcomes import decision, one_line, run_flow
+from flows.outcomes import decision, one_line, run_flow, run_link
 from flows.status_board import record_retrain
 
 DEFAULT_MODEL = "churn-model"
@@ -227,6 +228,22 @@ def register_candidate(registry: Any, model: str, result: TrainingResult, metada
     return mv
 
 
+@task(name="register-refused", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def register_refused(registry: Any, model: str, result: TrainingResult, metadata: dict[str, Any]) -> Any:
+    """Keep the model the gate refused as a version with the alias `refused` (never `candidate`) and its
+    reasons in the metadata (`refused`), so the registry alone says what happened to it. Best effort:
+    the refusal stands when the registry cannot take it (returns None, with a warning)."""
+    logger = get_run_logger()
+    try:
+        mv = _already_registered(registry, model, result.job) or registry.register(
+            model, _local_file(result.model_uri), metadata=metadata, aliases=["refused"])
+    except Exception as exc:  # noqa: BLE001 - the refusal is the outcome; its record is a courtesy
+        logger.warning("the refused model was not kept in the registry: %s", one_line(exc))
+        return None
+    logger.info("kept the refused model as %s:%s (alias refused)", model, mv.version)
+    return mv
+
+
 def _already_registered(registry: Any, model: str, job: str) -> Any:
     try:
         versions = registry.versions(model)
@@ -338,21 +355,27 @@ def retrain(
         "metrics": evaluation["candidate"], "production_version": production.version if production else None,
         "production_metrics": evaluation["production"], "training_job": result.job, "trainer": result.trainer,
     }
+    metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
+                "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
+                "hyperparameters": hp, "target": target, "trigger_event_id": event_id,
+                "data_contract": {"summary": contract.summary(), "columns": contract.rows_table()}}
     if not verdict.passed:
+        name, url = run_link()
+        kept = register_refused(registry, model, result, {**metadata, "refused": {
+            "stage": "gate", "reasons": [verdict.reason], "at": datetime.now(timezone.utc).isoformat(),
+            "run": name, "run_url": url}})
+        summary["refused_version"] = kept.version if kept is not None else None
         emit_event(event="modelops.model.rejected", resource={**model_resource(registry, model),
                                                               "modelops.training.job": result.job},
                    related=_related(dataset), payload={**summary, "checks": verdict.rows(), "stage": "gate",
                                                        "reasons": [verdict.reason]})
         record_retrain(model, summary, "Refused", registry)
         _note(dataset, wandb_block, {"model": model, "outcome": "refused", "stage": "gate", "reasons": [verdict.reason],
-                                     "metrics": evaluation["candidate"], "training_job": result.job})
+                                     "metrics": evaluation["candidate"], "training_job": result.job,
+                                     "version": summary["refused_version"]})
         return decision("Refused", success=False, message=f"gate: {verdict.reason}",
                         data={**summary, "refused": "gate", "registered": None})
 
-    metadata = {"metrics": evaluation["candidate"], "dataset": dataset, "reason": reason, "training_job": result.job,
-                "trainer": result.trainer, "model_uri": result.model_uri, "gate": verdict.to_dict(),
-                "hyperparameters": hp, "target": target, "trigger_event_id": event_id,
-                "data_contract": {"summary": contract.summary(), "columns": contract.rows_table()}}
     mv = register_candidate(registry, model, result, metadata)
     logger.info("registered %s:%s as candidate", model, mv.version)
     emit_event(event="modelops.model.registered", resource=model_resource(registry, model, mv.version),

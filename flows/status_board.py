@@ -157,6 +157,8 @@ def record_retrain(collection: str, result: dict[str, Any], state_name: str, reg
         detail = f"{collection}:{result['registered']} is `candidate`"
     else:
         detail = "; ".join(result.get("data_contract") or []) or str(result.get("gate") or "")
+        if result.get("refused_version"):
+            detail = f"{collection}:{result['refused_version']} is `refused`: {detail}"
     _update(collection, "retrain", {**_run(), "dataset": result.get("dataset"), "state": state_name,
                                     "detail": detail}, registry)
 

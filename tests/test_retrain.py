@@ -83,16 +83,28 @@ def test_candidate_is_judged_against_production_on_the_same_rows(home: Path, dat
     assert registry.get(model, "production").version == "v0" and registry.get(model, "candidate").version == "v1"
 
 
-def test_a_candidate_below_the_floor_is_rejected_and_not_registered(home: Path, datasets: dict[str, str],
-                                                                    prefect_api: str) -> None:
+def test_a_candidate_below_the_floor_is_refused_and_kept_as_refused_never_candidate(
+        home: Path, datasets: dict[str, str], prefect_api: str) -> None:
     model = f"churn-{uuid.uuid4().hex[:6]}"
     result = run_flow(retrain, dataset=datasets["old"], model=model, floors={"accuracy": 0.99})
     assert not result["passed"] and result["registered"] is None
     assert "accuracy" in result["gate"] and "breaks the floor 0.99" in result["gate"]
-    assert LocalRegistry().versions(model) == []
+    # the registry alone answers "what happened to this version": kept, aliased `refused`, with the reasons
+    registry = LocalRegistry()
+    (kept,) = registry.versions(model)
+    assert result["refused_version"] == kept.version == "v0"
+    assert kept.aliases == ("refused",) and registry.find(model, "candidate") is None
+    refused = kept.metadata["refused"]
+    assert refused["stage"] == "gate" and refused["reasons"] == [result["gate"]]
+    assert refused["run"] == f"retrain-{model}-manual" and "/runs/flow-run/" in refused["run_url"] and refused["at"]
+    assert kept.metadata["metrics"] == result["metrics"] and kept.metadata["dataset"] == datasets["old"]
     (event,) = wait_until(lambda: model_events(prefect_api, "modelops.model.rejected", model), 30,
                           message="modelops.model.rejected")
-    assert event["payload"]["gate"] == result["gate"]
+    assert event["payload"]["gate"] == result["gate"] and event["payload"]["refused_version"] == "v0"
+    # a rerun that passes registers the next version as candidate; the refused one keeps its alias
+    passed = run_flow(retrain, dataset=datasets["old"], model=model, floors={"accuracy": 0.5})
+    assert passed["registered"] == "v1"
+    assert registry.get(model, "candidate").version == "v1" and registry.get(model, "refused").version == "v0"
 
 
 def test_bad_input_fails_before_training(home: Path, datasets: dict[str, str], capsys) -> None:

@@ -257,8 +257,21 @@ def test_retrain_with_a_wandb_registry_gates_against_production_from_wandb(
     # production was downloaded from W&B and scored on the new data, not taken from its recorded metrics
     assert result["production_metrics"]["accuracy"] != registered["metrics"]["accuracy"]
     assert result["registered"] == "v1"
-    mv = WandbRegistry(credentials=credentials(fake), org=ORG).get(model, "candidate")
+    registry = WandbRegistry(credentials=credentials(fake), org=ORG)
+    mv = registry.get(model, "candidate")
     assert mv.version == "v1" and mv.metadata["dataset"] == dataset and mv.metadata["gate"]["passed"] is True
+
+    # a model the gate refuses is linked as `refused`, its reasons in its metadata; `candidate` stays put
+    # (on data of its own: W&B takes a byte-identical model for the version it already has)
+    other = tmp_path / "other.parquet"
+    make_dataset(1500, seed=3, shift=0.5).to_parquet(other)
+    third = cli("flows.retrain", "--dataset", str(other), "--model", model, "--registry-block", block,
+                "--floor", "accuracy=0.999", env=wandb_env(fake))
+    assert third.returncode == 3, third.stderr[-3000:]
+    refused = registry.get(model, "refused")
+    assert refused.version == "v2" and refused.aliases == ("refused",)
+    assert refused.metadata["refused"]["stage"] == "gate" and "0.999" in refused.metadata["refused"]["reasons"][0]
+    assert registry.get(model, "candidate").version == "v1"
 
 
 # --------------------------------------------------------------------------- datasets
