@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.data_contract import ContractOptions, DataContractError, check_table, schema_of
@@ -182,3 +182,44 @@ def test_a_million_rows_pass_the_contract() -> None:
     df = make_dataset(1_000_000, seed=3)
     table, report = check_table(df, target="churned")
     assert report.ok and len(table) == 1_000_000
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables(), st.sampled_from(["csv", "parquet"]), st.sampled_from(["logistic_regression", "gradient_boosting"]))
+def test_fuzzed_tables_through_the_training_entry_point(frame, fmt, model) -> None:
+    """`python -m training.tabular` (what LocalTrainer runs and a Vertex AI job's container runs): exit 0
+    with a model that loads and predicts and finite metrics, or exit 2 with one line naming the reason."""
+    import contextlib
+    import io
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from training.tabular import load_model, main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"table.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            try:  # parquet holds neither duplicated names nor columns of mixed Python types
+                frame.astype(str).where(frame.notna(), None).to_parquet(path)
+            except ValueError:
+                return
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["--dataset", str(path), "--target", "label", "--params", json.dumps({"model": model}),
+                       "--out", str(Path(tmp) / "model")])
+        message = err.getvalue().strip()
+        event(f"exit {rc}")
+        assert "Traceback" not in message + out.getvalue()
+        if rc == 2:
+            assert message.startswith("error: ") and len(message.splitlines()) == 1, message
+            return
+        assert rc == 0 and not message, (rc, message)
+        bundle = load_model(Path(tmp) / "model")
+        metrics = json.loads((Path(tmp) / "model" / "metrics.json").read_text())
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+        checked, _ = check_table(pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path), target="label")
+        proba = bundle["pipeline"].predict_proba(checked[bundle["features"]])
+        assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1)
