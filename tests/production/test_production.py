@@ -198,6 +198,7 @@ def test_a_worker_killed_mid_canary_is_detected_and_the_rollout_converges(stack:
     split is observed every 50 ms throughout: it always sums to 100 over deployed models only."""
     import signal
 
+    from blocks.local import LocalIssueStore
     from blocks.policy import RolloutPolicy
     from blocks.registry import LocalRegistry
     from deployments.traffic import Traffic
@@ -254,6 +255,16 @@ def test_a_worker_killed_mid_canary_is_detected_and_the_rollout_converges(stack:
     assert worker_of(stack, again["id"]) not in (None, worker), "the surviving worker ran the rerun"
     assert Scenario(stack, FAST).split_names() == {name: 100}, "the resumed rollout promoted the canary"
     assert observer.observations > 100 and observer.violations == [], observer.violations[:3]
+    # crashed and rerun, the registry and the review issue tell what the endpoint serves
+    assert registry.get("churn-model", "production").version == mv.version
+    promoted = registry.get("churn-model", mv.version)
+    assert "candidate" not in promoted.aliases and promoted.metadata["rollout"]["outcome"] == "promoted", promoted
+    assert registry.get("churn-model", "previous-production").version == serving.version
+    store = LocalIssueStore(path=str(stack.home / "issues"))
+    marker = f"<!-- modelops:review-issue wandb.artifact.local/wandb-registry-model/churn-model:{mv.version} -->"
+    issue = wait_until(lambda: store.find_issue(marker), 60, message=f"the review issue of {name}")
+    labels = store.issue(issue.number)["labels"]
+    assert "promoted" in labels and "rolled-back" not in labels, labels
     print(f"worker killed: Crashed after {detected:.0f}s, rollout converged after {converged:.0f}s, "
           f"{observer.observations} split observations, 0 unsafe")
     stack.start_worker(int(worker.rsplit("-", 1)[1]) - 1, {"MODELOPS_ROLLOUT_POLICY_BLOCK": "rollout-policy/fast"})
