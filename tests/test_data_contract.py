@@ -178,10 +178,20 @@ def test_fuzzed_tables_end_in_a_sound_model_or_a_named_refusal(frame, coerce, dr
     assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1)
 
 
-def test_a_million_rows_pass_the_contract() -> None:
+def test_a_million_rows_through_the_contract_and_the_training_entry_point(tmp_path, capsys) -> None:
+    import json
+
+    from training.tabular import load_model, main
+
     df = make_dataset(1_000_000, seed=3)
     table, report = check_table(df, target="churned")
     assert report.ok and len(table) == 1_000_000
+    df.to_parquet(tmp_path / "big.parquet")
+    assert main(["--dataset", str(tmp_path / "big.parquet"), "--target", "churned", "--out", str(tmp_path / "m")]) == 0
+    assert "800000 training rows, 200000 held out" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["n_holdout"] == 200_000 and metrics["accuracy"] > 0.85, metrics
+    assert set(load_model(tmp_path / "m")["features"]) == set(report.schema)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
