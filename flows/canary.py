@@ -33,7 +33,7 @@ from prefect.input import RunInput
 from blocks.endpoint import ArmStats, DeployedModel, EndpointError, TransientEndpointError
 from flows.canary_judge import JudgedLook, walk
 from flows.canary_verdict import CanaryPolicy, Look
-from flows.outcomes import decision, one_line, run_flow, run_link
+from flows.outcomes import decision, one_line, run_flow, run_link, run_logger
 
 T = TypeVar("T")
 DEFAULT_ENTITY = "local"
@@ -97,15 +97,7 @@ def with_retries(what: str, fn: Callable[[], T], attempts: int = 5, first_delay:
 
 
 def _logger() -> Any:
-    """The run logger inside a flow run, a plain logger outside one (benchmarks, notebooks)."""
-    import logging
-
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("modelops.canary")
+    return run_logger("modelops.canary")
 
 
 # ------------------------------------------------------------------------------------ state

@@ -37,17 +37,10 @@ def note_on_dataset(ref: str, key: str, note: dict[str, Any], *, alias: str | No
                     wandb: Any = None) -> str | None:
     """Write `{key: note + when/run}` on the dataset version `ref` (and `alias` to it). Returns where it
     was written, or None when `ref` is not a registry or W&B version (or writing failed: logged)."""
-    import logging
-
     from flows.drift_data import LOCAL_ENTITY, WANDB_PREFIX, classify_ref, parse_wandb_ref
+    from flows.outcomes import run_logger
 
-    logger = logging.getLogger("modelops.datasets")
-    try:
-        from prefect import get_run_logger
-
-        logger = get_run_logger()  # type: ignore[assignment]
-    except Exception:  # noqa: BLE001
-        pass
+    logger = run_logger("modelops.datasets")
     patch = {key: {**note, **_run_note()}}
     body = ref[len(WANDB_PREFIX):] if ref.startswith(WANDB_PREFIX) else ref
     parts = body.split("/")

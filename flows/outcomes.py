@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DECISION_NAMES", "decision", "one_line", "run_flow", "run_link"]
+__all__ = ["DECISION_NAMES", "decision", "one_line", "run_flow", "run_link", "run_logger"]
 
 #: state names of decisions (never of errors): their result is the flow's answer, whatever the type
 DECISION_NAMES = frozenset({"Promoted", "AlreadyServing", "RolledBack", "Rejected", "Registered", "Refused",
@@ -68,3 +68,17 @@ def run_link() -> tuple[str | None, str | None]:
 def one_line(text: Any) -> str:
     """`text` (a message, an exception) on one line: its whitespace runs collapsed to single spaces."""
     return " ".join(str(text).split())
+
+
+def run_logger(fallback: str) -> Any:
+    """The run logger inside a flow or task run; the logger named `fallback` outside one (benchmarks,
+    notebooks, helpers called from plain code)."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(fallback)

@@ -96,18 +96,13 @@ def _run() -> dict[str, Any]:
 def _update(collection: str, part: str, value: dict[str, Any], registry: Any = None) -> None:
     """Store this flow's part, then render the board from every part (best effort)."""
     import json
-    import logging
 
     from prefect.artifacts import create_markdown_artifact
     from prefect.variables import Variable
 
-    logger = logging.getLogger("modelops.status")
-    try:
-        from prefect import get_run_logger
+    from flows.outcomes import run_logger
 
-        logger = get_run_logger()  # type: ignore[assignment]
-    except Exception:  # noqa: BLE001 - outside a run: the module logger
-        pass
+    logger = run_logger("modelops.status")
     try:
         value = {k: v for k, v in value.items() if v is not None}
         while len(json.dumps(value, default=str)) > _LIMIT and value.get("detail"):
