@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from deployments.screenshots import artifact_id, browser, images_loaded
@@ -70,6 +71,14 @@ def test_the_operator_answers_in_the_resume_form_and_sees_outcomes_figures_and_t
         form.locator("textarea").fill("latency budget is spent this week")
         page.screenshot(path=str(shots / "resume-form.png"))
         form.get_by_role("button", name="Submit").click()
+
+        def answered() -> bool:  # the browser stays open until the UI's resume call has reached the server
+            return httpx.get(f"{api}/flow_runs/{paused['id']}", timeout=10).json()["state_type"] != "PAUSED"
+
+        try:
+            wait_until(answered, 90, message="the run resumed by the form's Submit")
+        finally:
+            page.screenshot(path=str(shots / "after-submit.png"))
     waiting.join(120)
     assert outcome["result"]["outcome"] == "rejected", outcome
     assert outcome["result"]["comment"] == "latency budget is spent this week"
