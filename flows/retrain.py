@@ -217,30 +217,25 @@ def _key(name: str) -> str:
 
 @task(name="register-candidate", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def register_candidate(registry: Any, model: str, result: TrainingResult, metadata: dict[str, Any]) -> Any:
-    existing = _already_registered(registry, model, result.job)
-    if existing is not None:  # a retry after the write landed
-        return existing
-    mv = registry.register(model, _local_file(result.model_uri), metadata=metadata, aliases=["candidate"])
-    if not mv.announced:
-        get_run_logger().warning("registered %s:%s, but its announcement is queued: the receiver did not take it "
-                                 "(it is re-sent by the next registry call or `python -m flows.registry announce`)",
-                                 model, mv.version)
-    return mv
+    return _register(registry, model, result, metadata, "candidate")
 
 
 @task(name="register-refused", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def register_refused(registry: Any, model: str, result: TrainingResult, metadata: dict[str, Any]) -> Any:
     """Keep the model the gate refused as a version with the alias `refused` (never `candidate`) and its
-    reasons in the metadata (`refused`), so the registry alone says what happened to it. Best effort:
-    the refusal stands when the registry cannot take it (returns None, with a warning)."""
-    logger = get_run_logger()
-    try:
-        mv = _already_registered(registry, model, result.job) or registry.register(
-            model, _local_file(result.model_uri), metadata=metadata, aliases=["refused"])
-    except Exception as exc:  # noqa: BLE001 - the refusal is the outcome; its record is a courtesy
-        logger.warning("the refused model was not kept in the registry: %s", one_line(exc))
-        return None
-    logger.info("kept the refused model as %s:%s (alias refused)", model, mv.version)
+    reasons in the metadata (`refused`), so the registry alone says what happened to it."""
+    return _register(registry, model, result, metadata, "refused")
+
+
+def _register(registry: Any, model: str, result: TrainingResult, metadata: dict[str, Any], alias: str) -> Any:
+    existing = _already_registered(registry, model, result.job)
+    if existing is not None:  # a retry after the write landed
+        return existing
+    mv = registry.register(model, _local_file(result.model_uri), metadata=metadata, aliases=[alias])
+    if not mv.announced:
+        get_run_logger().warning("registered %s:%s, but its announcement is queued: the receiver did not take it "
+                                 "(it is re-sent by the next registry call or `python -m flows.registry announce`)",
+                                 model, mv.version)
     return mv
 
 
@@ -361,9 +356,14 @@ def retrain(
                 "data_contract": {"summary": contract.summary(), "columns": contract.rows_table()}}
     if not verdict.passed:
         name, url = run_link()
-        kept = register_refused(registry, model, result, {**metadata, "refused": {
-            "stage": "gate", "reasons": [verdict.reason], "at": datetime.now(timezone.utc).isoformat(),
-            "run": name, "run_url": url}})
+        try:  # best effort: the refusal is the outcome, its record in the registry a courtesy
+            kept = register_refused(registry, model, result, {**metadata, "refused": {
+                "stage": "gate", "reasons": [verdict.reason], "at": datetime.now(timezone.utc).isoformat(),
+                "run": name, "run_url": url}})
+            logger.info("kept the refused model as %s:%s (alias refused)", model, kept.version)
+        except Exception as exc:  # noqa: BLE001 - reported; the refusal stands
+            logger.warning("the refused model was not kept in the registry: %s", one_line(exc))
+            kept = None
         summary["refused_version"] = kept.version if kept is not None else None
         emit_event(event="modelops.model.rejected", resource={**model_resource(registry, model),
                                                               "modelops.training.job": result.job},
